@@ -1,0 +1,61 @@
+"""The `privimage` command line: one subcommand group per area, registered explicitly.
+
+Each area keeps its commands next to its code (`<area>/commands.py` with `register(subparsers)`), so
+this file stays a table of contents. Exit codes: 0 ok, 1 data/runtime error, 2 usage error.
+"""
+
+import argparse
+import sys
+
+from privimage import __version__
+from privimage.data import commands as data_commands
+from privimage.errors import UserError
+from privimage.evaluate import commands as evaluate_commands
+from privimage.privacy import commands as privacy_commands
+from privimage.semantic import commands as semantic_commands
+from privimage.train import commands as train_commands
+from privimage import pipeline_commands
+
+AREAS = [
+    pipeline_commands,  # run, demo
+    data_commands,  # data info
+    semantic_commands,  # semantic train, semantic query
+    privacy_commands,  # privacy epsilon, privacy calibrate
+    train_commands,  # pretrain, finetune, sample
+    evaluate_commands,  # evaluate, report
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privimage",
+        description="Differentially private synthetic images by semantic-aware pre-training.",
+    )
+    parser.add_argument("--version", action="version", version=f"privimage {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in AREAS:
+        area.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"privimage: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("privimage: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
