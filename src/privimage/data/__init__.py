@@ -1,0 +1,5 @@
+"""Dataset readers; every reader returns an ImageSet."""
+
+from privimage.data.imageset import ImageSet
+
+__all__ = ["ImageSet"]

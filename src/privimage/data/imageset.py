@@ -1,0 +1,45 @@
+"""The one in-memory image type every reader returns and every step consumes."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageSet:
+    """Images with integer labels.
+
+    x: (N, H, W, C) uint8, C in {1, 3}; y: (N,) int64 with 0 <= y < len(classes).
+    `source` records where the images came from and with which options (provenance).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    source: str = ""
+    meta: dict = field(default_factory=dict)  # free-form provenance details (split, resolution, ...)
+
+    def __post_init__(self):
+        assert self.x.ndim == 4 and self.x.dtype == np.uint8, (self.x.shape, self.x.dtype)
+        assert self.x.shape[-1] in (1, 3), self.x.shape
+        assert self.y.shape == (len(self.x),), (self.y.shape, self.x.shape)
+        self.y = self.y.astype(np.int64, copy=False)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def resolution(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.x.shape[3]
+
+    def counts(self) -> np.ndarray:
+        """Images per class, (len(classes),) int64."""
+        return np.bincount(self.y, minlength=len(self.classes))
+
+    def subset(self, index) -> "ImageSet":
+        """The images at `index` (array of ints or bool mask), same classes."""
+        return ImageSet(self.x[index], self.y[index], list(self.classes), self.source, dict(self.meta))
