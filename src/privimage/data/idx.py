@@ -17,7 +17,9 @@ from privimage.errors import UserError
 
 IDX_PATTERN = re.compile(r"(^|/)([\w.]+?)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$")
 FILE_PREFIX = {"train": "train", "test": "t10k"}
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
 
 
 def is_idx(name: str) -> bool:

@@ -94,19 +94,20 @@ def _read(path: Path, *, split: str, resolution: int | None, channels: int | Non
 def _read_tree(
     tree: FileTree, *, split: str, resolution: int | None, channels: int | None, progress: bool
 ) -> ImageSet:
+    options = {"resolution": resolution, "channels": channels, "progress": progress}
     marker = _shallowest(tree, WNIDS)
     if marker is not None:
-        return read_tiny_imagenet(tree, marker, split=split, resolution=resolution, channels=channels, progress=progress)
+        return read_tiny_imagenet(tree, marker, split=split, **options)
     marker = _shallowest(tree, DATASET_JSON)
     if marker is not None:
-        return read_dataset_json(tree, marker, split=split, resolution=resolution, channels=channels, progress=progress)
+        return read_dataset_json(tree, marker, split=split, **options)
     found = find_cifar(tree)
     if found is not None:
         return read_cifar(tree, *found, split=split, resolution=resolution, channels=channels)
     if any(is_idx(f) for f in tree.files):
         images, labels = idx_pair(tree, split)
         return read_idx(tree, images, labels, resolution=resolution, channels=channels)
-    return read_image_folder(tree, split=split, resolution=resolution, channels=channels, progress=progress)
+    return read_image_folder(tree, split=split, **options)
 
 
 def _shallowest(tree: FileTree, base: str) -> str | None:
