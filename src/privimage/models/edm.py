@@ -86,9 +86,10 @@ class EDMLoss:
         return per_copy.reshape(b, k).mean(dim=1)
 
 
-def to_model_space(x: np.ndarray, device="cpu") -> torch.Tensor:
-    """uint8 images (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+def to_model_space(x: np.ndarray | torch.Tensor, device=None) -> torch.Tensor:
+    """uint8 images (N, H, W, C), array or tensor -> float32 (N, C, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    return x.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""Checkpoints that a killed run resumes from, and that move between machines: no pickled code.
+
+A checkpoint is a directory:
+    model.safetensors   fp32 weights "net.*" and their EMA "ema.*"; metadata: step, model config
+    state.safetensors   optimizer tensors "opt.<param>.<key>" and RNG states "rng.<name>" (uint8)
+    state.json          step, kind, model/train config, optimizer hyper-parameters, ledger position
+Each file is written to a temporary name and renamed (atomic on POSIX); state.json goes last and the
+files carry their step, so a save cut short is detected instead of silently mixing two steps.
+
+The RNG states of a DP fine-tuning run include the generator of the DP noise: state.safetensors is a
+SECRET of the training run (with it one could recompute the noise). Release only model.safetensors.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from privimage.errors import UserError
+from privimage.models.edm import EDMPrecond
+from privimage.models.unet import UNet, UNetConfig
+
+MODEL_FILE, STATE_FILE, JSON_FILE = "model.safetensors", "state.safetensors", "state.json"
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns; tensors stay on CPU until `restore` moves them."""
+
+    path: Path
+    step: int  # optimisation steps taken
+    state: dict  # the parsed state.json
+    weights: dict[str, torch.Tensor]  # "net.*" and "ema.*"
+    tensors: dict[str, torch.Tensor]  # "opt.*" and "rng.*"
+
+    def model(self, *, ema: bool = True) -> EDMPrecond:
+        """The network (EMA weights by default, as used for sampling and fine-tuning)."""
+        net = build_model(self.state["model"])
+        net.load_state_dict(_strip(self.weights, "ema." if ema else "net."))
+        return net
+
+    def restore(self, net, ema, optimizer, generators: dict[str, torch.Generator]) -> None:
+        """Load weights, EMA, optimizer and RNG states into a run that continues from this step."""
+        device = next(net.parameters()).device
+        net.load_state_dict(_strip(self.weights, "net."))
+        ema.load_state_dict(_strip(self.weights, "ema."))
+        opt_state = {}
+        for key, value in self.tensors.items():
+            if key.startswith("opt."):
+                _, index, name = key.split(".", 2)
+                opt_state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+        optimizer.load_state_dict({"state": opt_state, "param_groups": self.state["optimizer"]})
+        for name, gen in generators.items():
+            gen.set_state(self.tensors[f"rng.{name}"])
+        torch.set_rng_state(self.tensors["rng.torch"])
+
+
+def build_model(model_meta: dict) -> EDMPrecond:
+    """EDMPrecond(UNet) from the "model" entry of state.json: {"unet": {...}, "sigma_data": float}."""
+    return EDMPrecond(UNet(UNetConfig.from_dict(model_meta["unet"])), sigma_data=model_meta["sigma_data"])
+
+
+def model_meta(net: EDMPrecond) -> dict:
+    return {"unet": net.config.to_dict(), "sigma_data": net.sigma_data}
+
+
+def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.optim.Optimizer, step: int,
+                    kind: str, config: dict, generators: dict[str, torch.Generator], ledger: dict | None = None,
+                    extra: dict | None = None) -> None:
+    """Write the checkpoint directory `path` (see the module docstring). `ledger`: path and steps charged."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"step": str(step), "kind": kind, "model": json.dumps(model_meta(net))}
+    weights = {f"net.{k}": v for k, v in net.state_dict().items()}
+    weights |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    opt = optimizer.state_dict()
+    tensors = {f"opt.{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    tensors |= {f"rng.{name}": gen.get_state() for name, gen in generators.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    state = {"step": step, "kind": kind, "model": model_meta(net), "config": config,
+             "optimizer": opt["param_groups"], "ledger": ledger, **(extra or {})}
+    _atomic(path / MODEL_FILE, lambda tmp: save_file(_cpu(weights), tmp, metadata=meta))
+    _atomic(path / STATE_FILE, lambda tmp: save_file(_cpu(tensors), tmp, metadata=meta))
+    _atomic(path / JSON_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)))
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint directory; UserError when it is missing or was cut short mid-save."""
+    path = Path(path)
+    if not (path / JSON_FILE).is_file() or not (path / MODEL_FILE).is_file():
+        raise UserError(f"{path}: not a checkpoint (no {JSON_FILE} / {MODEL_FILE})")
+    state = json.loads((path / JSON_FILE).read_text())
+    files = [MODEL_FILE] + ([STATE_FILE] if (path / STATE_FILE).is_file() else [])
+    for name in files:
+        with safe_open(path / name, framework="pt") as f:
+            if int(f.metadata()["step"]) != state["step"]:
+                raise UserError(f"{path / name}: step {f.metadata()['step']} but {JSON_FILE} says {state['step']} "
+                                f"(save interrupted); delete the directory and restart")
+    tensors = load_file(path / STATE_FILE) if STATE_FILE in files else {}
+    return Checkpoint(path, state["step"], state, load_file(path / MODEL_FILE), tensors)
+
+
+def load_model(path, *, ema: bool = True) -> EDMPrecond:
+    """The model stored in checkpoint directory `path` (no optimizer state needed)."""
+    path = Path(path)
+    if not (path / MODEL_FILE).is_file():
+        raise UserError(f"{path}: no {MODEL_FILE} (not a checkpoint directory)")
+    with safe_open(path / MODEL_FILE, framework="pt") as f:
+        meta = json.loads(f.metadata()["model"])
+    weights = load_file(path / MODEL_FILE)
+    return Checkpoint(path, 0, {"model": meta}, weights, {}).model(ema=ema)
+
+
+def _strip(weights: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def _cpu(tensors: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def _atomic(target: Path, write) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    write(str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
