@@ -1,0 +1,237 @@
+"""Embedded demo data: the whole pipeline runs on what installed packages ship, with no download.
+
+SENSITIVE = scikit-learn's bundled handwritten digits (1797 images, 8x8, 17 grey levels). They were made by
+normalising each digit to fill the height of a 32x32 binary bitmap and counting ink pixels in 4x4 blocks.
+PUBLIC = characters 0-9, A-Z, a-z rendered from the fonts matplotlib ships, put through the same
+acquisition (fill the height, 4x4-block ink count to 8x8, 17 levels) with random affine jitter, stroke
+width and blur, so that pre-training on the digit glyphs transfers to the handwritten digits.
+
+Both are bright ink on a dark background and are upscaled to `resolution` by the same smooth resize.
+
+Example:
+    >>> train, test = load_digits_split(resolution=16)
+    >>> glyphs = render_glyphs(per_class=300, resolution=16)
+    >>> matching_public_classes(train.classes, glyphs.classes)[3]  # public class "3"
+    3
+"""
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from tqdm import tqdm
+
+from privimage.data.imageset import ImageSet
+from privimage.errors import UserError
+
+DIGIT_CLASSES = "0123456789"
+DEFAULT_CHARS = DIGIT_CLASSES + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "abcdefghijklmnopqrstuvwxyz"
+
+# Text fonts inside matplotlib's data directory (symbol fonts such as cmsy10 map ASCII to symbols).
+FONT_FILES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmss10.ttf", "cmtt10.ttf",
+)
+
+RENDER_VERSION = 1  # bump when rendering changes, so stale caches are not read
+LEVELS = 16  # the digits' grey levels are 0..16 (ink pixels in a 4x4 block)
+BLOCKS = 8  # the digits are 8x8 blocks
+BLOCK_PX = 4  # glyphs are drawn on a 32x32 canvas (as the digits were), then averaged per 4x4 block
+FONT_PX = 48  # font size the glyph shapes are rasterised at before the affine warp
+MAX_PEN = 1.5  # largest extra pen width, in pixels of the 32x32 canvas
+MAX_WIDTH = 0.8  # widest a glyph may be, as a fraction of the canvas (the digits are ~6 of 8 blocks)
+
+
+def load_digits_split(*, resolution: int = 16, test_fraction: float = 0.25, seed: int = 0
+                      ) -> tuple[ImageSet, ImageSet]:
+    """The sensitive demo data: scikit-learn's digits as (train, test), test held out for evaluation.
+
+    The split is stratified and fixed by `seed`: the same indices on every call and every numpy version,
+    so the held-out test images are never seen by the query or by training. `meta["index"]` holds the
+    positions in `sklearn.datasets.load_digits()`.
+    """
+    from sklearn.datasets import load_digits
+
+    _check_resolution(resolution)
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    digits = load_digits()
+    levels = digits.images.astype(np.float32)  # (1797, 8, 8) in 0..16, higher = ink
+    labels = digits.target.astype(np.int64)  # (1797,)
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        members = np.flatnonzero(labels == c)
+        is_test[rng.permutation(members)[: round(test_fraction * len(members))]] = True
+    x = upscale_levels(levels, resolution)  # (1797, R, R, 1) uint8
+    classes = list(DIGIT_CLASSES)
+    options = f"resolution={resolution},test_fraction={test_fraction},seed={seed}"
+    parts = []
+    for split, mask in (("train", ~is_test), ("test", is_test)):
+        index = np.flatnonzero(mask)
+        parts.append(ImageSet(x[index], labels[index], classes, f"sklearn.load_digits:{split}({options})",
+                              {"split": split, "resolution": resolution, "index": index}))
+    return parts[0], parts[1]
+
+
+def render_glyphs(*, per_class: int = 300, resolution: int = 16, seed: int = 0, classes: str = DEFAULT_CHARS,
+                  cache: bool = True, progress: bool = True) -> ImageSet:
+    """The public demo data: `per_class` jittered font renderings of each character in `classes`.
+
+    Deterministic given `seed`; a class's images depend only on (seed, character), so the digits of the
+    full 62-class set equal those rendered alone. Cached under $PRIVIMAGE_CACHE (default
+    ~/.cache/privimage) as an .npz written atomically; a second call reads the cache.
+    """
+    _check_resolution(resolution)
+    if per_class < 1:
+        raise UserError(f"per_class must be at least 1, got {per_class}")
+    if not classes or len(set(classes)) != len(classes):
+        raise UserError(f"classes must be distinct characters, got {classes!r}")
+    fonts = _font_paths()
+    options = {"version": RENDER_VERSION, "per_class": per_class, "resolution": resolution, "seed": seed,
+               "classes": classes, "fonts": [p.name for p in fonts]}
+    key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir() / "demo" / f"glyphs-{key}.npz"
+    source = f"privimage.demo:glyphs(per_class={per_class},resolution={resolution},seed={seed})"
+    meta = {"fonts": options["fonts"], "resolution": resolution, "cache_path": str(path), "from_cache": False}
+    if cache and path.exists():
+        with np.load(path, allow_pickle=False) as npz:
+            x, y = npz["x"], npz["y"]
+        return ImageSet(x, y, list(classes), source, {**meta, "from_cache": True})
+    levels = np.empty((len(classes), per_class, BLOCKS, BLOCKS), dtype=np.float32)
+    for k, char in enumerate(tqdm(classes, desc="rendering glyphs", disable=not progress, file=sys.stderr)):
+        levels[k] = _render_class(char, fonts, per_class, seed)
+    x = upscale_levels(levels.reshape(-1, BLOCKS, BLOCKS), resolution)  # (K * per_class, R, R, 1)
+    y = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
+    if cache:
+        _save_npz_atomic(path, x=x, y=y)
+    return ImageSet(x, y, list(classes), source, meta)
+
+
+def matching_public_classes(sensitive_classes: list[str], public_classes: list[str]) -> np.ndarray:
+    """For each sensitive class, the index of the public class with the same name, or -1.
+
+    This is the ground truth of the demo's selection precision: sensitive digit "3" should select
+    public glyph "3". Returns (len(sensitive_classes),) int64.
+    """
+    position = {name: i for i, name in enumerate(public_classes)}
+    return np.array([position.get(name, -1) for name in sensitive_classes], dtype=np.int64)
+
+
+def digit_mask(classes: list[str]) -> np.ndarray:
+    """(len(classes),) bool: which classes are the digits 0-9 (the public classes that help the demo)."""
+    return np.array([name in DIGIT_CLASSES and len(name) == 1 for name in classes], dtype=bool)
+
+
+def cache_dir() -> Path:
+    """$PRIVIMAGE_CACHE, default ~/.cache/privimage."""
+    return Path(os.environ.get("PRIVIMAGE_CACHE") or Path.home() / ".cache" / "privimage")
+
+
+def upscale_levels(levels: np.ndarray, resolution: int) -> np.ndarray:
+    """(N, 8, 8) grey levels 0..16 -> (N, R, R, 1) uint8 in 0..255, by a smooth (bicubic) resize."""
+    assert levels.ndim == 3 and levels.shape[1:] == (BLOCKS, BLOCKS), levels.shape
+    scaled = levels.astype(np.float32) * (255.0 / LEVELS)
+    if resolution != BLOCKS:
+        scaled = np.stack([np.asarray(Image.fromarray(img, mode="F").resize(
+            (resolution, resolution), Image.Resampling.BICUBIC)) for img in scaled])
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)[..., None]
+
+
+def _check_resolution(resolution: int) -> None:
+    if not isinstance(resolution, int) or resolution < BLOCKS:
+        raise UserError(f"resolution must be an integer >= {BLOCKS} (the digits are 8x8), got {resolution!r}")
+
+
+def _font_paths() -> list[Path]:
+    import matplotlib
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    found = [folder / name for name in FONT_FILES if (folder / name).exists()]
+    if not found:
+        raise UserError(f"no fonts found in {folder}: the demo needs matplotlib's bundled fonts")
+    return found
+
+
+class _GlyphShapes:
+    """Tight high-resolution ink masks per (font, character, stroke), rasterised once and reused."""
+
+    def __init__(self, fonts: list[Path]):
+        self.fonts = [ImageFont.truetype(str(p), FONT_PX) for p in fonts]
+        self.shapes: dict[tuple[int, str, int], Image.Image] = {}
+
+    def get(self, font: int, char: str, stroke: int) -> Image.Image:
+        key = (font, char, stroke)
+        if key not in self.shapes:
+            face = self.fonts[font]
+            left, top, right, bottom = face.getbbox(char, stroke_width=stroke)
+            image = Image.new("L", (right - left + 2, bottom - top + 2))
+            ImageDraw.Draw(image).text((1 - left, 1 - top), char, fill=255, font=face,
+                                       stroke_width=stroke, stroke_fill=255)  # stroke: a thicker pen
+            box = image.getbbox()
+            if box is None:
+                raise UserError(f"font {face.path} renders {char!r} blank")
+            self.shapes[key] = image.crop(box)
+        return self.shapes[key]
+
+
+def _render_class(char: str, fonts: list[Path], count: int, seed: int) -> np.ndarray:
+    """(count, 8, 8) float32 grey levels 0..16 of `char`, jittered; depends only on (seed, char)."""
+    shapes = _GlyphShapes(fonts)
+    rng = np.random.default_rng([seed, ord(char)])
+    u = rng.random((count, 8))  # one row of uniforms per image, so a prefix does not depend on count
+    canvas = BLOCKS * BLOCK_PX
+    out = np.empty((count, BLOCKS, BLOCKS), dtype=np.float32)
+    for i, (uf, us, ufill, urot, ushear, utx, uty, ublur) in enumerate(u.tolist()):
+        font, fill = int(uf * len(fonts)), 0.85 + 0.15 * ufill
+        # Extra pen width up to MAX_PEN canvas px, whatever the glyph's scale (wide glyphs shrink more).
+        pen = round(MAX_PEN * us / _fit_scale(shapes.get(font, char, 0).size, canvas, fill))  # font px
+        shape = shapes.get(font, char, pen)
+        ink = _warp(shape, canvas, scale=_fit_scale(shape.size, canvas, fill), angle=np.deg2rad(20 * urot - 10),
+                    shear=0.4 * ushear - 0.2, shift=(BLOCK_PX * (utx - 0.5), BLOCK_PX * (uty - 0.5)))
+        ink = ink.filter(ImageFilter.GaussianBlur(0.75 * ublur))
+        blocks = np.asarray(ink, dtype=np.float32).reshape(BLOCKS, BLOCK_PX, BLOCKS, BLOCK_PX)
+        out[i] = np.rint(blocks.mean(axis=(1, 3)) * (LEVELS / 255.0))  # ink count per block, 0..16
+    return out
+
+
+def _fit_scale(size: tuple[int, int], canvas: int, fill: float) -> float:
+    """Scale that makes a glyph's height `fill` of the canvas, as the digits fill theirs, unless that
+    makes it wider than MAX_WIDTH of the canvas."""
+    width, height = size
+    return min(fill * canvas / height, MAX_WIDTH * canvas / width)
+
+
+def _warp(shape: Image.Image, canvas: int, *, scale: float, angle: float, shear: float,
+          shift: tuple[float, float]) -> Image.Image:
+    """Place `shape` scaled, rotated, sheared and shifted on a canvas x canvas image, centred.
+    PIL wants the inverse map, output pixel -> input pixel."""
+    width, height = shape.size
+    cos, sin = np.cos(angle), np.sin(angle)
+    forward = scale * np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])  # (2, 2)
+    inverse = np.linalg.inv(forward)
+    centre_out = np.array([canvas / 2 + shift[0], canvas / 2 + shift[1]])
+    offset = np.array([width / 2, height / 2]) - inverse @ centre_out
+    coeffs = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    return shape.transform((canvas, canvas), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+
+
+def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write to a temporary file beside `path`, then os.replace: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
