@@ -1,0 +1,165 @@
+"""PrivImage step 5: fine-tune the (pre-trained) diffusion model on the SENSITIVE images with DP-SGD.
+
+Each logical step: a Poisson batch at rate q = batch_size / N; its per-example EDM losses (each the mean
+over K noisy copies, so one example = one clipped contribution) go through `privacy.dpsgd.DPSGD` in
+physical micro-batches (memory bounded); all micro-batches of one logical batch make ONE noisy step,
+charged to the ledger before it is used. The ledger entry is opened (all planned steps checked against
+the budget) before the first step. The noise multiplier sigma is given: the caller calibrates it to the
+TOTAL budget, query included (`calibrate_for_ledger`).
+
+What is logged (log.jsonl, progress bar): step, epsilon so far (from the ledger), the norm of the NOISY
+gradient, and images/s counted with the EXPECTED batch size. Per-example losses of the sensitive data
+are un-noised statistics: they are never logged, printed or saved.
+
+Resuming: the checkpoint holds the noise generator's state (keep it secret, see train/checkpoint.py).
+Steps between the last checkpoint and the kill were already charged; they are replayed with the same
+restored randomness (same Poisson batches, same noise), i.e. the same release again, and not charged
+twice. So the ledger's steps always equal the steps taken.
+
+Example:
+    >>> q, steps = plan(FinetuneConfig(epochs=50), len(sensitive))
+    >>> sigma, _ = calibrate_for_ledger(ledger, epsilon=10.0, sample_rate=q, steps=steps)
+    >>> ema = finetune(net, sensitive, config=FinetuneConfig(), noise_multiplier=sigma, ledger=ledger,
+    ...                out_dir="run/finetune")
+"""
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from privimage.data import ImageSet
+from privimage.errors import UserError
+from privimage.models.edm import EDMLoss, EDMPrecond, to_model_space
+from privimage.privacy.accountant import calibrate_sigma
+from privimage.privacy.dpsgd import DPSGD, check_dp_compatible, poisson_batches
+from privimage.privacy.ledger import Ledger
+from privimage.privacy.rng import noise_generator
+from privimage.train.checkpoint import JSON_FILE, load_checkpoint, save_checkpoint
+from privimage.train.ema import make_ema, update_ema
+from privimage.train.pretrain import check_images
+from privimage.train.runlog import RunLog, resolve_device
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: float = 50.0  # passes over the data in expectation: steps = ceil(epochs * N / batch_size)
+    steps: int | None = None  # noisy steps; when set, overrides epochs
+    batch_size: int = 256  # EXPECTED logical batch size q * N (Poisson sampling)
+    micro_batch: int = 32  # physical micro-batch (examples per vmap call); bounds memory only
+    clip: float = 1e-3  # per-example L2 clipping norm C (paper default)
+    multiplicity: int = 8  # noisy copies K per example, averaged inside its loss
+    lr: float = 3e-4  # Adam learning rate
+    ema_decay: float = 0.999  # EMA of the weights, per noisy step (post-processing, no privacy cost)
+    label_dropout: float = 0.1  # probability of training a label as the null class (for guidance)
+    checkpoint_every: int = 50  # noisy steps between checkpoints (and one at the end)
+    log_every: int = 10  # noisy steps between log.jsonl lines (each computes epsilon so far)
+    mechanism_name: str = "finetune"  # ledger entry name
+
+    def __post_init__(self):
+        if self.steps is None and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1 or self.micro_batch < 1 or self.multiplicity < 1:
+            raise ValueError("batch_size, micro_batch and multiplicity must be >= 1")
+        if not self.clip > 0 or not self.lr > 0:
+            raise ValueError(f"clip and lr must be > 0, got clip={self.clip}, lr={self.lr}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be >= 1")
+
+
+def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
+    """(sample_rate q, noisy steps) for n sensitive examples."""
+    if n < 1:
+        raise UserError("no sensitive images to fine-tune on")
+    if config.batch_size > n:
+        raise UserError(f"expected batch size {config.batch_size} > {n} sensitive images; lower --batch")
+    q = config.batch_size / n
+    return q, config.steps if config.steps is not None else math.ceil(config.epochs / q)
+
+
+def calibrate_for_ledger(ledger: Ledger, *, epsilon: float, sample_rate: float, steps: int) -> tuple[float, float]:
+    """DP-SGD sigma so that the ledger's existing entry (at most one Gaussian query) plus DP-SGD meet epsilon."""
+    others = [m for m in ledger.entries if m.steps > 0]
+    if len(others) > 1 or (others and (others[0].kind != "gaussian" or others[0].steps != 1)):
+        raise UserError(f"{ledger.path}: can only calibrate against one Gaussian query, found {others}")
+    query_sigma = others[0].noise_multiplier if others else None
+    return calibrate_sigma(epsilon=epsilon, delta=ledger.delta, sample_rate=sample_rate, steps=steps,
+                           query_sigma=query_sigma)
+
+
+def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, noise_multiplier: float,
+             ledger: Ledger, out_dir, seed: int | None = None, device="auto", resume: bool = False,
+             progress: bool = True) -> EDMPrecond:
+    """DP fine-tune `net` in place on `sensitive`; returns the (fresh) EMA model. seed=None: os.urandom."""
+    check_images(net, sensitive)
+    check_dp_compatible(net)
+    device, out_dir = resolve_device(device), Path(out_dir)
+    q, steps = plan(config, len(sensitive))
+    net.to(device).train()
+    ema = make_ema(net)  # fresh EMA, started from the pre-trained weights
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    generator, how = noise_generator(seed, device=device)  # Poisson batches, loss randomness and DP noise
+    if how not in ledger.noise_seed:
+        ledger.noise_seed = f"{ledger.noise_seed}; {config.mechanism_name}: {how}"  # recorded at the next write
+    loss_fn = EDMLoss(sigma_data=net.sigma_data, label_dropout=config.label_dropout,
+                      multiplicity=config.multiplicity)
+    name = config.mechanism_name
+    ledger.open_dpsgd(name, sample_rate=q, noise_multiplier=noise_multiplier, planned_steps=steps)
+    engine = DPSGD(net, optimizer, noise_multiplier=noise_multiplier, max_grad_norm=config.clip,
+                   expected_batch_size=config.batch_size, generator=generator, ledger=ledger, mechanism_name=name)
+    start = 0
+    if resume and (out_dir / JSON_FILE).is_file():
+        ckpt = load_checkpoint(out_dir)
+        if ckpt.state["kind"] != "finetune" or ckpt.state["config"] != _json(config):
+            raise UserError(f"{out_dir}: holds a different run (kind or config differ); use a new --out")
+        ckpt.restore(net, ema, optimizer, {"noise": generator})
+        start = ckpt.step
+    charged = _charged(ledger, name)
+    if charged < start:
+        raise UserError(f"{ledger.path}: {name!r} shows {charged} steps but the checkpoint took {start}")
+
+    x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
+    log = RunLog(out_dir, start_step=start)
+    bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
+               disable=not progress)
+    batches = poisson_batches(len(sensitive), sample_rate=q, steps=steps - start, generator=generator)
+    for step, idx in enumerate(batches, start=start + 1):
+        engine.ledger = ledger if step > charged else None  # a replayed step is already in the ledger
+        x = to_model_space(x_all[idx.to(device)])  # (B, C, H, W); B is never reported
+        y = y_all[idx.to(device)]
+        sigma, noise, drop = loss_fn.draw(x, y, generator=generator)  # (B, K), (B, K, C, H, W), (B, K)
+        for micro in torch.arange(len(idx), device=device).split(config.micro_batch):  # >= 1 chunk, maybe empty
+            engine.accumulate(loss_fn, x[micro], y[micro], sigma[micro], noise[micro], drop[micro])
+        stats = engine.step()
+        update_ema(ema, net, decay=config.ema_decay)
+        bar.update(1)
+        log.count(config.batch_size)
+        if step % config.log_every == 0 or step == steps:
+            record = log.write(step, epsilon=round(ledger.epsilon(), 4),
+                               noisy_grad_norm=round(stats["noisy_grad_norm"], 6))
+            bar.set_postfix(eps=record["epsilon"], img_s=record["images_per_s"])
+        if step % config.checkpoint_every == 0 or step == steps:
+            save_checkpoint(out_dir, net=net, ema=ema, optimizer=optimizer, step=step, kind="finetune",
+                            config=_json(config), generators={"noise": generator},
+                            ledger={"path": str(ledger.path), "name": name, "steps": _charged(ledger, name)},
+                            extra={"noise_multiplier": noise_multiplier, "sample_rate": q,
+                                   "epsilon": ledger.epsilon() if step == steps else None,
+                                   "delta": ledger.delta})
+    engine.ledger = ledger
+    bar.close()
+    print(f"privimage: DP fine-tuning done: epsilon = {ledger.epsilon():.4g} at delta = {ledger.delta:g} "
+          f"({ledger.path})", file=sys.stderr)
+    return ema
+
+
+def _charged(ledger: Ledger, name: str) -> int:
+    return next(m.steps for m in ledger.entries if m.name == name)
+
+
+def _json(config: FinetuneConfig) -> dict:
+    return asdict(config)
