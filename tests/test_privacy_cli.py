@@ -40,7 +40,7 @@ def test_plain_output_is_human_readable(capsys):
 
 @pytest.mark.parametrize(
     "bad",
-    [["--sigma", "-1"], ["--sigma", "nan"], ["--sample-rate", "1.5"], ["--delta", "1"], ["--steps", "0"],
+    [["--sigma", "-1"], ["--sigma", "nan"], ["--sample-rate", "1.5"], ["--delta", "1"], ["--steps", "-1"],
      ["--steps", "2.5"]],
 )
 def test_bad_values_are_usage_errors(capsys, bad):
@@ -50,6 +50,18 @@ def test_bad_values_are_usage_errors(capsys, bad):
         main(["privacy", "epsilon", *[x for kv in argv.items() for x in kv]])
     assert exit_info.value.code == 2
     assert bad[0] in capsys.readouterr().err
+
+
+def test_calibrate_needs_at_least_one_step(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["privacy", "calibrate", "--epsilon", "1", "--sample-rate", "0.1", "--steps", "0", "--delta", "1e-5"])
+    assert exit_info.value.code == 2 and "--steps" in capsys.readouterr().err
+
+
+def test_epsilon_of_the_query_alone_with_zero_steps(capsys):
+    result = run_json(capsys, ["privacy", "epsilon", "--sigma", "1", "--sample-rate", "1", "--steps", "0",
+                               "--delta", "1e-5", "--query-sigma", "20", "--json"])
+    assert result["epsilon_pld"] == pytest.approx(epsilon_pld([Mechanism("q", "gaussian", 20.0)], delta=1e-5))
 
 
 def test_unreachable_target_is_one_line_user_error(capsys):

@@ -1,6 +1,7 @@
 """CLI of the privacy area: `privimage privacy epsilon` and `privimage privacy calibrate`.
 
     privimage privacy epsilon --sigma 1.0 --sample-rate 0.01 --steps 5000 --delta 1e-5 --query-sigma 484 --json
+    privimage privacy epsilon --sigma 1 --sample-rate 1 --steps 0 --delta 1e-5 --query-sigma 484   # query alone
     privimage privacy calibrate --epsilon 10 --delta 1e-5 --sample-rate 0.3333 --steps 150 --query-sigma 484
 """
 
@@ -41,6 +42,11 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return int(text)
+
+
+def _steps_or_zero(text: str) -> int:
+    """DP-SGD steps for `epsilon`: 0 leaves only the query (its epsilon alone)."""
+    return 0 if text == "0" else _positive_int(text)
 
 
 def _mechanisms(args) -> list[Mechanism]:
@@ -85,9 +91,9 @@ def _calibrate(args) -> int:
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, *, steps_type) -> None:
     parser.add_argument("--sample-rate", type=_sample_rate, required=True, help="Poisson sampling rate q")
-    parser.add_argument("--steps", type=_positive_int, required=True, help="DP-SGD steps T")
+    parser.add_argument("--steps", type=steps_type, required=True, help="DP-SGD steps T")
     parser.add_argument("--delta", type=_unit_interval, required=True, help="delta, below 1/N")
     parser.add_argument("--query-sigma", type=_positive_float, default=None,
                         help="noise multiplier of a one-shot Gaussian query composed with DP-SGD")
@@ -101,11 +107,11 @@ def register(subparsers) -> None:
 
     eps = sub.add_parser("epsilon", help="epsilon of DP-SGD (and a Gaussian query) at delta")
     eps.add_argument("--sigma", type=_positive_float, required=True, help="DP-SGD noise multiplier")
-    _add_common(eps)
+    _add_common(eps, steps_type=_steps_or_zero)
     eps.set_defaults(func=_epsilon)
 
     cal = sub.add_parser("calibrate", help="smallest DP-SGD noise multiplier meeting a target epsilon")
     cal.add_argument("--epsilon", type=_positive_float, required=True, help="target epsilon (query included)")
-    _add_common(cal)
+    _add_common(cal, steps_type=_positive_int)
     cal.add_argument("--accountant", choices=ACCOUNTANTS, default="pld", help="accountant used to calibrate")
     cal.set_defaults(func=_calibrate)

@@ -200,13 +200,13 @@ class DPSGD:
         if self.ledger is not None:
             self.ledger.charge_step(self.mechanism_name)
         std = self.noise_multiplier * self.max_grad_norm
-        sq_norm = 0.0
+        sq_norms = []
         for name, p in self.params.items():
             noise = torch.normal(0.0, std, size=p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
             p.grad = (self._sum[name] + noise) / self.expected_batch_size
-            sq_norm += float(p.grad.pow(2).sum())
+            sq_norms.append(p.grad.float().pow(2).sum())
         self.optimizer.step()
         self.zero_grad()
         self._open = False
         self.steps += 1
-        return {"step": self.steps, "noisy_grad_norm": sq_norm**0.5}
+        return {"step": self.steps, "noisy_grad_norm": float(torch.stack(sq_norms).sum().sqrt())}
