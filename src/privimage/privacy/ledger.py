@@ -18,7 +18,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from privimage.errors import UserError
@@ -57,8 +57,7 @@ class Ledger:
         """Resume from the file: same delta and budget required, spent steps kept exactly as recorded."""
         try:
             data = json.loads(self.path.read_text())
-            entries = [Mechanism(**{k: e[k] for k in ("name", "kind", "noise_multiplier", "sample_rate", "steps")})
-                       for e in data["entries"]]
+            entries = [Mechanism(**{f.name: e[f.name] for f in fields(Mechanism)}) for e in data["entries"]]
             planned = {e["name"]: int(e["planned_steps"]) for e in data["entries"] if "planned_steps" in e}
             delta, budget, seed = data["delta"], data["epsilon_budget"], data["noise_seed"]
         except (OSError, ValueError, KeyError, TypeError) as err:
@@ -121,17 +120,20 @@ class Ledger:
         if self.has(name):
             i = self._index(name)
             old = self._entries[i]
-            if (old.kind, old.sample_rate, old.noise_multiplier) != (entry.kind, entry.sample_rate, entry.noise_multiplier):
+            if replace(old, steps=0) != entry:
                 raise UserError(
                     f"{self.path}: entry {name!r} was opened with sample_rate={old.sample_rate}, "
                     f"noise_multiplier={old.noise_multiplier} ({old.kind}); resumed with "
                     f"sample_rate={sample_rate}, noise_multiplier={noise_multiplier}"
                 )
             if planned_steps < old.steps:
-                raise UserError(f"{self.path}: entry {name!r} already spent {old.steps} steps > planned {planned_steps}")
+                raise UserError(
+                    f"{self.path}: entry {name!r} already spent {old.steps} steps > planned {planned_steps}"
+                )
             entry = old
             del others[i]
-        self._check_budget([*others, replace(entry, steps=planned_steps)], f"{planned_steps} DP-SGD steps of {name!r}")
+        planned = replace(entry, steps=planned_steps)
+        self._check_budget([*others, planned], f"{planned_steps} DP-SGD steps of {name!r}")
         if not self.has(name):
             self._entries.append(entry)
         self._planned[name] = planned_steps

@@ -37,6 +37,8 @@ class Mechanism:
         if not (0 < self.sample_rate <= 1):
             raise ValueError(f"mechanism {self.name!r}: sample_rate must be in (0, 1], got {self.sample_rate!r}")
         if self.kind == "gaussian" and self.sample_rate != 1.0:
-            raise ValueError(f"mechanism {self.name!r}: a 'gaussian' release has sample_rate 1.0, got {self.sample_rate!r}")
+            raise ValueError(
+                f"mechanism {self.name!r}: a 'gaussian' release has sample_rate 1.0, got {self.sample_rate!r}"
+            )
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
             raise ValueError(f"mechanism {self.name!r}: steps must be an int >= 0, got {self.steps!r}")
