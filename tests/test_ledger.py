@@ -167,6 +167,8 @@ def test_resumed_noise_seed_is_recorded_next_to_the_first(tmp_path):
     assert read(path)["noise_seed"] == "seed=1"
     Ledger(path, delta=1e-5, noise_seed="os.urandom")
     assert read(path)["noise_seed"] == "seed=1; resumed with os.urandom"
+    Ledger(path, delta=1e-5, noise_seed="os.urandom")  # same generator kind again: nothing new to record
+    assert read(path)["noise_seed"] == "seed=1; resumed with os.urandom"
 
 
 def test_check_delta_warns_when_delta_is_not_below_one_over_n():

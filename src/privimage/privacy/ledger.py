@@ -27,6 +27,8 @@ from privimage.privacy.mechanism import Mechanism
 
 __all__ = ["Ledger", "Mechanism", "check_delta"]
 
+RESUMED = "; resumed with "  # joins the noise seeds of a ledger resumed with a different generator
+
 
 class Ledger:
     """Append-only record of privacy spending at a fixed delta, with an optional epsilon budget.
@@ -69,8 +71,8 @@ class Ledger:
                 f"{self.path}: ledger was written with epsilon_budget={budget}, resumed with {self.epsilon_budget}"
             )
         self._entries, self._planned = entries, planned
-        if self.noise_seed != seed:
-            self.noise_seed = f"{seed}; resumed with {self.noise_seed}"
+        last_seed = seed.rsplit(RESUMED, 1)[-1]
+        self.noise_seed = seed if self.noise_seed == last_seed else f"{seed}{RESUMED}{self.noise_seed}"
 
     @property
     def entries(self) -> list[Mechanism]:
