@@ -40,6 +40,8 @@ def test_epsilon_composes_steps_taken_and_refreshes_file(tmp_path):
     ledger.charge_step("finetune", 10)
     expected = epsilon_pld([QUERY, Mechanism("f", "poisson_gaussian", 2.0, 0.1, 10)], delta=1e-5)
     assert ledger.epsilon() == pytest.approx(expected)
+    on_disk = read(path)
+    assert on_disk["epsilon_pld"] == pytest.approx(expected) and on_disk["epsilon_rdp"] is None  # RDP on demand
     summary = ledger.summary()
     assert summary["epsilon_pld"] == pytest.approx(expected)
     assert summary["epsilon_rdp"] > summary["epsilon_pld"]

@@ -10,8 +10,8 @@ File format = `Ledger.summary()`:
     {"delta", "epsilon_budget", "noise_seed",
      "entries": [{"name", "kind", "noise_multiplier", "sample_rate", "steps", ["planned_steps"]}, ...],
      "epsilon_pld", "epsilon_rdp"}
-The two epsilons are derived values: `charge_step` writes them as null (it must stay cheap), and they
-are filled in again whenever `epsilon()` or `summary()` computes them.
+The two epsilons are derived values: `charge_step` writes them as null (it must stay cheap); `epsilon()`
+fills in epsilon_pld and `summary()` both, rewriting the file.
 """
 
 import json
@@ -50,7 +50,7 @@ class Ledger:
         self.noise_seed = noise_seed
         self._entries: list[Mechanism] = []
         self._planned: dict[str, int] = {}  # DP-SGD entry name -> planned (reserved) steps
-        self._cache: tuple[tuple, dict] | None = None  # (entries key, {"epsilon_pld", "epsilon_rdp"})
+        self._cache: tuple[tuple, dict] | None = None  # (entries, {"epsilon_pld": x|None, "epsilon_rdp": y|None})
         if self.path.exists():
             self._load()
         self._write()
@@ -154,24 +154,25 @@ class Ledger:
         self._entries[i] = replace(self._entries[i], steps=total)
         self._write()
 
-    def _epsilons(self) -> dict:
-        key = tuple(self._entries)
-        if self._cache is None or self._cache[0] != key:
-            values = {
-                "epsilon_pld": epsilon_pld(self._entries, delta=self.delta),
-                "epsilon_rdp": epsilon_rdp(self._entries, delta=self.delta),
-            }
-            self._cache = (key, values)
+    def _computed(self, key: str) -> float:
+        """epsilon_pld or epsilon_rdp of the entries, cached until they change; refreshes the file."""
+        state = tuple(self._entries)
+        if self._cache is None or self._cache[0] != state:
+            self._cache = (state, {"epsilon_pld": None, "epsilon_rdp": None})
+        values = self._cache[1]
+        if values[key] is None:
+            values[key] = {"epsilon_pld": epsilon_pld, "epsilon_rdp": epsilon_rdp}[key](self._entries, delta=self.delta)
             self._write()
-        return self._cache[1]
+        return values[key]
 
     def epsilon(self) -> float:
         """Epsilon spent so far (steps actually taken, not planned): PLD composition of all entries at delta."""
-        return self._epsilons()["epsilon_pld"]
+        return self._computed("epsilon_pld")
 
     def summary(self) -> dict:
-        """JSON-able state of the ledger with both epsilons; also the file format."""
-        self._epsilons()
+        """JSON-able state of the ledger with both epsilons (PLD, and RDP as a cross-check); the file format."""
+        self._computed("epsilon_pld")
+        self._computed("epsilon_rdp")
         return self._state()
 
     def _state(self) -> dict:
