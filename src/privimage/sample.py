@@ -110,11 +110,13 @@ def generate(net: EDMPrecond, n: int, *, num_classes: int, steps: int = 50, guid
     return out, y
 
 
-def save_samples(path, x: np.ndarray, y: np.ndarray, *, grid=None, per_class: int = 10) -> None:
-    """Write x, y to an .npz (keys "x", "y"); with `grid`, also a PNG of per_class images per class row."""
+def save_samples(path, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None = None, grid=None,
+                 per_class: int = 10) -> None:
+    """Write x, y (and class names) to an .npz; with `grid`, also a PNG of per_class images per class row."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, x=x, y=y)
+    names = {} if classes is None else {"classes": np.array(classes, dtype=str)}
+    np.savez_compressed(path, x=x, y=y, **names)
     if grid is not None:
         save_grid(grid, x, y, per_class=per_class)
 

@@ -82,9 +82,13 @@ def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
     return q, config.steps if config.steps is not None else math.ceil(config.epochs / q)
 
 
-def calibrate_for_ledger(ledger: Ledger, *, epsilon: float, sample_rate: float, steps: int) -> tuple[float, float]:
-    """DP-SGD sigma so that the ledger's existing entry (at most one Gaussian query) plus DP-SGD meet epsilon."""
-    others = [m for m in ledger.entries if m.steps > 0]
+def calibrate_for_ledger(ledger: Ledger, *, epsilon: float, sample_rate: float, steps: int,
+                         mechanism_name: str = "finetune") -> tuple[float, float]:
+    """DP-SGD sigma so that the ledger's other entry (at most one Gaussian query) plus DP-SGD meet epsilon.
+
+    The entry `mechanism_name` itself (a resumed run) is left out: its sigma is the one being calibrated.
+    """
+    others = [m for m in ledger.entries if m.steps > 0 and m.name != mechanism_name]
     if len(others) > 1 or (others and (others[0].kind != "gaussian" or others[0].steps != 1)):
         raise UserError(f"{ledger.path}: can only calibrate against one Gaussian query, found {others}")
     query_sigma = others[0].noise_multiplier if others else None
