@@ -5,13 +5,13 @@ The report of a run directory lives in `privimage.evaluate.report`; CLI commands
 
 from privimage.evaluate.ca import classification_accuracies, classification_accuracy
 from privimage.evaluate.classifiers import CLASSIFIERS
-from privimage.evaluate.fid import fid, frechet_distance, load_stats, save_stats
+from privimage.evaluate.fid import fid_of_sets, frechet_distance, load_stats, save_stats
 
 __all__ = [
     "CLASSIFIERS",
     "classification_accuracies",
     "classification_accuracy",
-    "fid",
+    "fid_of_sets",
     "frechet_distance",
     "load_stats",
     "save_stats",

