@@ -175,7 +175,7 @@ def to_model_input(x: torch.Tensor, *, channels: int, resolution: int) -> torch.
         h = (h * luma).sum(dim=1, keepdim=True)
     if h.shape[2:] != (resolution, resolution):
         h = F.interpolate(h, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return h
+    return h.contiguous()  # NCHW-contiguous: a permuted (channels-last) view crashes some CPU kernels
 
 
 @torch.inference_mode()
@@ -212,7 +212,7 @@ def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Gener
         rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
         cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
         batch = torch.arange(b, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
     if flip:
         mirror = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(mirror[:, None, None, None], x.flip(3), x)
@@ -253,8 +253,8 @@ def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction
         for start in range(0, len(train), config.batch_size):
             index = perm[start : start + config.batch_size]
             if len(index) > 1:  # BatchNorm cannot train on a single image
-                inputs = augment(x[index].permute(0, 3, 1, 2).float() / 127.5 - 1,
-                                 padding=config.crop_padding, flip=config.flip, generator=generator)
+                inputs = to_model_input(x[index], channels=meta.channels, resolution=meta.resolution)
+                inputs = augment(inputs, padding=config.crop_padding, flip=config.flip, generator=generator)
                 loss = F.cross_entropy(model(inputs), y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
