@@ -56,7 +56,7 @@ class UNetConfig:
 CONFIGS = {
     "cifar10": UNetConfig(img_resolution=32, in_channels=3, num_classes=10, nf=32, ch_mult=(1, 2, 2),
                           num_blocks=2, attn_resolutions=(16,), dropout=0.1),
-    "demo": UNetConfig(img_resolution=16, in_channels=1, num_classes=10, nf=32, ch_mult=(1, 2),
+    "demo": UNetConfig(img_resolution=16, in_channels=1, num_classes=10, nf=16, ch_mult=(1, 2),
                        num_blocks=1, attn_resolutions=(8,), dropout=0.0),
     "tiny": UNetConfig(img_resolution=16, in_channels=1, num_classes=10, nf=8, ch_mult=(1, 2),
                        num_blocks=1, attn_resolutions=(8,), dropout=0.0),
