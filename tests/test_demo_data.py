@@ -1,5 +1,7 @@
 """The embedded demo data: fixed digit split, deterministic cached glyphs that look like the digits."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,12 @@ def test_matching_public_classes_and_digit_mask():
     assert matching_public_classes(["x", "?"], public).tolist() == [public.index("x"), -1]
     mask = digit_mask(public)
     assert mask.sum() == 10 and mask[:10].all()
+
+
+def test_a_corrupt_cache_file_is_rebuilt(private_cache):
+    first = render_glyphs(per_class=2, classes="xy", progress=False)
+    Path(first.meta["cache_path"]).write_bytes(b"not an npz")
+    again = render_glyphs(per_class=2, classes="xy", progress=False)
+    assert again.meta["from_cache"] is False
+    np.testing.assert_array_equal(first.x, again.x)
+    assert render_glyphs(per_class=2, classes="xy", progress=False).meta["from_cache"] is True

@@ -3,8 +3,9 @@
 SENSITIVE = scikit-learn's bundled handwritten digits (1797 images, 8x8, 17 grey levels). They were made by
 normalising each digit to fill the height of a 32x32 binary bitmap and counting ink pixels in 4x4 blocks.
 PUBLIC = characters 0-9, A-Z, a-z rendered from the fonts matplotlib ships, put through the same
-acquisition (fill the height, 4x4-block ink count to 8x8, 17 levels) with random affine jitter, stroke
-width and blur, so that pre-training on the digit glyphs transfers to the handwritten digits.
+acquisition (fill the height of a 32x32 binary bitmap, 4x4-block ink count to 8x8, 17 levels) with random
+affine jitter, pen width, elastic wobble and smoothing, so that pre-training on the digit glyphs
+transfers to the handwritten digits (bench/demo_data.py measures how well).
 
 Both are bright ink on a dark background and are upscaled to `resolution` by the same smooth resize.
 
@@ -20,10 +21,12 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFont
+from scipy.ndimage import gaussian_filter, map_coordinates
 from tqdm import tqdm
 
 from privimage.data.imageset import ImageSet
@@ -41,13 +44,18 @@ FONT_FILES = (
     "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmss10.ttf", "cmtt10.ttf",
 )
 
-RENDER_VERSION = 1  # bump when rendering changes, so stale caches are not read
+RENDER_VERSION = 3  # bump when rendering changes, so stale caches are not read
 LEVELS = 16  # the digits' grey levels are 0..16 (ink pixels in a 4x4 block)
 BLOCKS = 8  # the digits are 8x8 blocks
 BLOCK_PX = 4  # glyphs are drawn on a 32x32 canvas (as the digits were), then averaged per 4x4 block
 FONT_PX = 48  # font size the glyph shapes are rasterised at before the affine warp
-MAX_PEN = 1.5  # largest extra pen width, in pixels of the 32x32 canvas
+MIN_PEN = 0.5  # smallest extra pen width (each side of a stroke), in pixels of the 32x32 canvas
+MAX_PEN = 1.0  # largest extra pen width, in pixels of the 32x32 canvas
 MAX_WIDTH = 0.8  # widest a glyph may be, as a fraction of the canvas (the digits are ~6 of 8 blocks)
+MAX_STRETCH = 0.5  # glyphs are drawn up to 1.5x wider than the font: handwritten digits are wider
+MAX_SMOOTH = 1.0  # largest Gaussian smoothing sigma before thresholding, canvas px
+THRESHOLD = 128  # smoothed coverage (of 255) that counts as ink
+ELASTIC = 1.5  # standard deviation of the coarse stroke displacements, canvas px
 
 
 def load_digits_split(*, resolution: int = 16, test_fraction: float = 0.25, seed: int = 0
@@ -102,10 +110,9 @@ def render_glyphs(*, per_class: int = 300, resolution: int = 16, seed: int = 0, 
     path = cache_dir() / "demo" / f"glyphs-{key}.npz"
     source = f"privimage.demo:glyphs(per_class={per_class},resolution={resolution},seed={seed})"
     meta = {"fonts": options["fonts"], "resolution": resolution, "cache_path": str(path), "from_cache": False}
-    if cache and path.exists():
-        with np.load(path, allow_pickle=False) as npz:
-            x, y = npz["x"], npz["y"]
-        return ImageSet(x, y, list(classes), source, {**meta, "from_cache": True})
+    cached = _load_npz(path) if cache else None
+    if cached is not None and len(cached["y"]) == len(classes) * per_class:
+        return ImageSet(cached["x"], cached["y"], list(classes), source, {**meta, "from_cache": True})
     levels = np.empty((len(classes), per_class, BLOCKS, BLOCKS), dtype=np.float32)
     for k, char in enumerate(tqdm(classes, desc="rendering glyphs", disable=not progress, file=sys.stderr)):
         levels[k] = _render_class(char, fonts, per_class, seed)
@@ -187,41 +194,70 @@ def _render_class(char: str, fonts: list[Path], count: int, seed: int) -> np.nda
     """(count, 8, 8) float32 grey levels 0..16 of `char`, jittered; depends only on (seed, char)."""
     shapes = _GlyphShapes(fonts)
     rng = np.random.default_rng([seed, ord(char)])
-    u = rng.random((count, 8))  # one row of uniforms per image, so a prefix does not depend on count
+    u = rng.random((count, 9))  # one row of uniforms per image, so a prefix does not depend on count
     canvas = BLOCKS * BLOCK_PX
+    # Coarse random displacements of the pen, (count, 2, 4, 4) canvas px; own stream, so prefixes hold.
+    wobble = ELASTIC * np.random.default_rng([seed, ord(char), 1]).standard_normal((count, 2, 4, 4))
     out = np.empty((count, BLOCKS, BLOCKS), dtype=np.float32)
-    for i, (uf, us, ufill, urot, ushear, utx, uty, ublur) in enumerate(u.tolist()):
-        font, fill = int(uf * len(fonts)), 0.85 + 0.15 * ufill
-        # Extra pen width up to MAX_PEN canvas px, whatever the glyph's scale (wide glyphs shrink more).
-        pen = round(MAX_PEN * us / _fit_scale(shapes.get(font, char, 0).size, canvas, fill))  # font px
+    for i, (uf, us, ufill, ustretch, urot, ushear, utx, uty, usmooth) in enumerate(u.tolist()):
+        font, fill, stretch = int(uf * len(fonts)), 0.85 + 0.15 * ufill, 1 + MAX_STRETCH * ustretch
+        # Extra pen width MIN_PEN..MAX_PEN canvas px, whatever the glyph's scale (wide glyphs shrink more).
+        pen_px = MIN_PEN + (MAX_PEN - MIN_PEN) * us
+        pen = round(pen_px / min(_fit_scale(shapes.get(font, char, 0).size, canvas, fill, stretch)))  # font px
         shape = shapes.get(font, char, pen)
-        ink = _warp(shape, canvas, scale=_fit_scale(shape.size, canvas, fill), angle=np.deg2rad(20 * urot - 10),
-                    shear=0.4 * ushear - 0.2, shift=(BLOCK_PX * (utx - 0.5), BLOCK_PX * (uty - 0.5)))
-        ink = ink.filter(ImageFilter.GaussianBlur(0.75 * ublur))
-        blocks = np.asarray(ink, dtype=np.float32).reshape(BLOCKS, BLOCK_PX, BLOCKS, BLOCK_PX)
+        ink = _warp(shape, canvas, scale=_fit_scale(shape.size, canvas, fill, stretch),
+                    angle=np.deg2rad(20 * urot - 10), shear=0.4 * ushear - 0.2,
+                    shift=(BLOCK_PX * (utx - 0.5), BLOCK_PX * (uty - 0.5)))
+        ink = _elastic(np.asarray(ink, dtype=np.float32), wobble[i])  # (canvas, canvas) in 0..255
+        # Smooth then threshold: rounder strokes on a binary bitmap, as the digits' 32x32 bitmaps were.
+        ink = gaussian_filter(ink, MAX_SMOOTH * usmooth) if usmooth > 0 else ink
+        ink = np.where(ink >= THRESHOLD, 255.0, 0.0)  # (canvas, canvas) binary
+        blocks = ink.reshape(BLOCKS, BLOCK_PX, BLOCKS, BLOCK_PX)
         out[i] = np.rint(blocks.mean(axis=(1, 3)) * (LEVELS / 255.0))  # ink count per block, 0..16
     return out
 
 
-def _fit_scale(size: tuple[int, int], canvas: int, fill: float) -> float:
-    """Scale that makes a glyph's height `fill` of the canvas, as the digits fill theirs, unless that
-    makes it wider than MAX_WIDTH of the canvas."""
+def _elastic(ink: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """Bend the strokes like a hand does: resample (S, S) `ink` along a smooth displacement field,
+    the (2, 4, 4) `coarse` displacements (y, x) upsampled to (2, S, S)."""
+    size = ink.shape[0]
+    field = [np.asarray(Image.fromarray(c, mode="F").resize((size, size), Image.Resampling.BICUBIC))
+             for c in coarse.astype(np.float32)]  # 2 x (S, S)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)  # (S, S) each
+    return map_coordinates(ink, [rows + field[0], cols + field[1]], order=1, mode="constant")
+
+
+def _fit_scale(size: tuple[int, int], canvas: int, fill: float, stretch: float) -> tuple[float, float]:
+    """(x, y) scale that makes a glyph's height `fill` of the canvas, as the digits fill theirs, and
+    `stretch` times wider than its font shape, but at most MAX_WIDTH of the canvas wide."""
     width, height = size
-    return min(fill * canvas / height, MAX_WIDTH * canvas / width)
+    scale_y = fill * canvas / height
+    scale_x = min(stretch * scale_y, MAX_WIDTH * canvas / width)
+    return scale_x, min(scale_y, scale_x)  # a glyph too wide even unstretched shrinks, keeping its aspect
 
 
-def _warp(shape: Image.Image, canvas: int, *, scale: float, angle: float, shear: float,
+def _warp(shape: Image.Image, canvas: int, *, scale: tuple[float, float], angle: float, shear: float,
           shift: tuple[float, float]) -> Image.Image:
-    """Place `shape` scaled, rotated, sheared and shifted on a canvas x canvas image, centred.
+    """Place `shape` scaled, sheared, rotated and shifted on a canvas x canvas image, centred.
     PIL wants the inverse map, output pixel -> input pixel."""
     width, height = shape.size
     cos, sin = np.cos(angle), np.sin(angle)
-    forward = scale * np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])  # (2, 2)
+    rotate_shear = np.array([[cos, -sin], [sin, cos]]) @ np.array([[1.0, shear], [0.0, 1.0]])  # (2, 2)
+    forward = rotate_shear @ np.diag(scale)
     inverse = np.linalg.inv(forward)
     centre_out = np.array([canvas / 2 + shift[0], canvas / 2 + shift[1]])
     offset = np.array([width / 2, height / 2]) - inverse @ centre_out
     coeffs = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
     return shape.transform((canvas, canvas), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays in a cache file, or None when it is missing or unreadable (then it is rebuilt)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
