@@ -56,6 +56,15 @@ def test_cache_false_writes_nothing_and_corrupt_entry_is_a_miss(tmp_path, cache_
     assert len(again) == 2 and "cache" not in again.meta
 
 
+def test_unwritable_cache_warns_and_still_loads(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("PRIVIMAGE_CACHE", str(blocker))
+    images = load_images(write_folder(tmp_path / "d", {"a": 2}), progress=False)
+    assert len(images) == 2
+    assert "warning: not caching to" in capsys.readouterr().err
+
+
 def test_cli_info_json(tmp_path, cache_dir, capsys):
     root = write_folder(tmp_path / "d", {"cat": 3, "dog": 1}, size=(6, 6), mode="L")
     assert cli.main(["data", "info", str(root), "--json"]) == 0

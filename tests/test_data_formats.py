@@ -70,6 +70,7 @@ def test_archive_with_wrapper_folder_and_splits(tmp_path, suffix):
     assert train.classes == test.classes == ["cat", "dog", "emu"]  # one label space for both splits
     assert train.counts().tolist() == [3, 2, 1] and test.counts().tolist() == [1, 2, 0]
     assert_labels_match_pixels(test, ["cat", "dog", "emu"])
+    np.testing.assert_array_equal(train.x, load_images(src, cache=False, progress=False).x)  # same as unpacked
     with pytest.raises(UserError, match="no 'val' split"):
         load_images(archive, split="val", cache=False, progress=False)
 

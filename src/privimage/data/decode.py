@@ -1,13 +1,16 @@
 """Decode many image files into one (N, H, W, C) uint8 array, in parallel, with a progress bar.
 
-A thread pool, not a process pool: PIL releases the GIL while decoding and resizing, and threads need
-no pickling of the bytes (on 2 shared cores processes were slower; see bench/load_data.py). Work is
-handed out in chunks so the pool overhead stays small for tiny 32x32 JPEGs.
+A thread pool, not a process pool: PIL releases the GIL while decoding and resizing, threads need no
+pickling of the bytes, and a forked process pool is unsafe once torch has started its own threads.
+Work is handed out in chunks so the pool overhead stays small for tiny 32x32 JPEGs. For tarballs,
+`Prefetcher` decodes members while the archive is still streaming, so decompression (sequential for
+LZMA and gzip) and decoding overlap instead of adding up.
 """
 
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -20,6 +23,7 @@ from privimage.errors import UserError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHUNK = 256  # images per task handed to a worker
 SERIAL_BELOW = 512  # fewer images than this: decode in the calling thread
+WORKERS = min(4, os.cpu_count() or 1)
 
 
 def is_image(name: str) -> bool:
@@ -35,10 +39,56 @@ def decode_one(data: bytes, where: str, *, resolution: int | None, channels: int
         raise UserError(f"{where}: cannot decode image ({err})") from None
 
 
+class Prefetcher:
+    """Decodes the image members of a tarball in a thread pool as they stream past.
+
+    `add` is the tree's `on_member` hook: it takes image members (returns True, so their bytes are not
+    kept twice) and leaves the rest. A corrupt image is remembered, not raised, because the layout
+    reader may never select it; it is raised when `decode_files` asks for it.
+    """
+
+    def __init__(self, origin: Path, *, resolution: int | None, channels: int | None):
+        self.origin, self.resolution, self.channels = origin, resolution, channels
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS)
+        self.batch: list[tuple[str, bytes]] = []
+        self.futures: list[Future] = []
+
+    def add(self, name: str, data: bytes) -> bool:
+        if not is_image(name):
+            return False
+        self.batch.append((name, data))
+        if len(self.batch) >= CHUNK:
+            self.futures.append(self.pool.submit(self._work, self.batch))
+            self.batch = []
+        return True
+
+    def _work(self, batch: list[tuple[str, bytes]]) -> dict[str, np.ndarray | UserError]:
+        out = {}
+        for name, data in batch:
+            try:
+                out[name] = decode_one(data, f"{self.origin}:{name}", resolution=self.resolution, channels=self.channels)
+            except UserError as err:
+                out[name] = err
+        return out
+
+    def results(self) -> dict[str, np.ndarray | UserError]:
+        """Wait for every decode; name -> (H, W, C) array, or the UserError of a corrupt file."""
+        if self.batch:
+            self.futures.append(self.pool.submit(self._work, self.batch))
+        decoded = {}
+        for future in self.futures:
+            decoded.update(future.result())
+        self.pool.shutdown()
+        return decoded
+
+    def cancel(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
 def decode_files(
     tree: FileTree, names: list[str], *, resolution: int | None, channels: int | None, progress: bool
 ) -> np.ndarray:
-    """Decode `names` from `tree` -> (N, H, W, C) uint8 in the order given.
+    """Decode `names` from `tree` (or take them from `tree.decoded`) -> (N, H, W, C) uint8, in order.
 
     Without a target resolution all images must share one size; with channels=None, grayscale files
     are promoted to RGB when the set mixes both.
@@ -46,37 +96,43 @@ def decode_files(
     if not names:
         raise UserError(f"{tree.origin}: no images to decode")
 
+    def get(name: str) -> np.ndarray:
+        done = tree.decoded.pop(name, None)
+        if isinstance(done, UserError):
+            raise done
+        if done is not None:
+            return done
+        return decode_one(tree.read(name), tree.where(name), resolution=resolution, channels=channels)
+
     def work(chunk: list[str]) -> list[np.ndarray]:
-        return [decode_one(tree.read(n), tree.where(n), resolution=resolution, channels=channels) for n in chunk]
+        return [get(n) for n in chunk]
 
     chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
-    images: list[np.ndarray] = []
-    with tqdm(total=len(names), unit="img", desc="decode", disable=not progress, leave=False) as bar:
-        if len(names) < SERIAL_BELOW:
-            results = map(work, chunks)
-            images = [a for r in results for a in _tick(bar, r)]
-        else:
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                images = [a for r in pool.map(work, chunks) for a in _tick(bar, r)]
-    return _stack(images, names, tree)
+    quiet = not progress or len(names) < SERIAL_BELOW
+    with tqdm(total=len(names), unit="img", desc="decode", disable=quiet, leave=False) as bar:
+        if len(names) < SERIAL_BELOW or all(n in tree.decoded for n in names):
+            return _stack(map(work, chunks), names, tree, bar)
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            return _stack(pool.map(work, chunks), names, tree, bar)
 
 
-def _tick(bar, result: list) -> list:
-    bar.update(len(result))
-    return result
-
-
-def _stack(images: list[np.ndarray], names: list[str], tree: FileTree) -> np.ndarray:
-    """List of (H, W, C) -> (N, H, W, C); mixed sizes are a user error naming two files."""
-    first = images[0].shape[:2]
-    for img, name in zip(images, names):
-        if img.shape[:2] != first:
-            raise UserError(
-                f"{tree.where(name)}: image is {img.shape[1]}x{img.shape[0]} but {tree.where(names[0])} is "
-                f"{first[1]}x{first[0]}; pass a resolution (--resolution R) to resize all images"
-            )
-    c = max(img.shape[2] for img in images)
-    out = np.empty((len(images), *first, c), np.uint8)  # (N, H, W, C)
-    for i, img in enumerate(images):
-        out[i] = convert_channels(img[None], c)[0] if img.shape[2] != c else img
+def _stack(results, names: list[str], tree: FileTree, bar) -> np.ndarray:
+    """Chunks of (H, W, C) arrays -> one preallocated (N, H, W, C); mixed sizes name two files."""
+    out = None
+    i = 0
+    for chunk in results:
+        for img in chunk:
+            if out is None:
+                out = np.empty((len(names), *img.shape), np.uint8)  # (N, H, W, C)
+            if img.shape[:2] != out.shape[1:3]:
+                raise UserError(
+                    f"{tree.where(names[i])}: image is {img.shape[1]}x{img.shape[0]} but {tree.where(names[0])} "
+                    f"is {out.shape[2]}x{out.shape[1]}; pass a resolution (--resolution R) to resize all images"
+                )
+            if img.shape[2] > out.shape[3]:  # first colour image in a gray set: promote what came before
+                out = convert_channels(out, img.shape[2])
+            out[i] = convert_channels(img[None], out.shape[3])[0]
+            i += 1
+        bar.update(len(chunk))
+    assert out is not None and i == len(names), (i, len(names))
     return out

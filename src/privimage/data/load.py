@@ -14,7 +14,7 @@ from privimage.data.cifar import MEMBER_NAMES as CIFAR_MEMBERS
 from privimage.data.cifar import find_cifar, read_cifar
 from privimage.data.dataset_json import MARKER as DATASET_JSON
 from privimage.data.dataset_json import read_dataset_json
-from privimage.data.decode import is_image
+from privimage.data.decode import Prefetcher, is_image
 from privimage.data.idx import idx_pair, is_idx, labels_for, read_idx
 from privimage.data.imageset import ImageSet
 from privimage.data.imagefolder import read_image_folder
@@ -87,7 +87,16 @@ def _read(path: Path, *, split: str, resolution: int | None, channels: int | Non
         wanted_image = is_image(name) and in_split(name, split)
         return wanted_image or base in TINY_FILES or base == DATASET_JSON or base in CIFAR_MEMBERS or is_idx(name)
 
-    tree = open_tree(path, keep=keep, progress=progress)
+    if path.is_dir() or path.name.lower().endswith(".zip"):  # random access: decode what is selected
+        tree = open_tree(path, keep=keep, progress=progress)
+    else:  # a tarball streams once: decode its images while it streams
+        prefetch = Prefetcher(path, resolution=resolution, channels=channels)
+        try:
+            tree = open_tree(path, keep=keep, progress=progress, on_member=prefetch.add)
+        except BaseException:
+            prefetch.cancel()
+            raise
+        tree.decoded = prefetch.results()
     return _read_tree(tree, split=split, resolution=resolution, channels=channels, progress=progress)
 
 

@@ -31,6 +31,7 @@ class FileTree:
         self.origin = origin  # the folder or archive this tree was read from (for messages)
         self.files = sorted(files)  # relative names of every regular file, "a/b/c.png"
         self.dirs = dirs  # relative names of every folder, including implied parents
+        self.decoded: dict = {}  # name -> (H, W, C) array or UserError, decoded while streaming (decode.py)
 
     def read(self, name: str) -> bytes:
         raise NotImplementedError
@@ -76,32 +77,44 @@ class ZipTree(FileTree):
 
 
 class MemoryTree(FileTree):
-    """A streamed tarball: all names, and the bytes of the members that were kept."""
+    """A streamed tarball: all names, and the bytes of the kept members not already decoded."""
 
     def __init__(self, path: Path, files: list[str], dirs: set[str], data: dict[str, bytes]):
         super().__init__(path, files, dirs | _parents(files))
         self.data = data  # member name -> bytes, only for kept members
 
     def read(self, name: str) -> bytes:
-        assert name in self.data, f"{name} was not kept while streaming"
+        assert name in self.data, f"{name} was not kept (or was decoded) while streaming"
         return self.data[name]
 
 
-def open_tree(path: Path, *, keep: Callable[[str], bool], progress: bool) -> FileTree:
-    """A FileTree for a folder, tarball or zip. `keep(name)` picks the tar members to hold in memory."""
+def open_tree(
+    path: Path,
+    *,
+    keep: Callable[[str], bool],
+    progress: bool,
+    on_member: Callable[[str, bytes], bool] | None = None,
+) -> FileTree:
+    """A FileTree for a folder, tarball or zip.
+
+    For a tarball, `keep(name)` picks the members to read; each is offered to `on_member(name, data)`
+    first (a decoder working while the stream goes on), and held in memory unless that returns True.
+    """
     if path.is_dir():
         return FolderTree(path)
     if path.name.lower().endswith(".zip"):
         return ZipTree(path)
-    return _stream_tar(path, keep, progress)
+    return _stream_tar(path, keep, progress, on_member or (lambda name, data: False))
 
 
-def _stream_tar(path: Path, keep: Callable[[str], bool], progress: bool) -> MemoryTree:
+def _stream_tar(
+    path: Path, keep: Callable[[str], bool], progress: bool, on_member: Callable[[str, bytes], bool]
+) -> MemoryTree:
     files, dirs, data = [], set(), {}
     size = path.stat().st_size
+    quiet = not progress or size < 8 << 20  # no bar for archives that stream in a blink
     with open(path, "rb") as raw, tqdm(
-        total=size, unit="B", unit_scale=True, desc=f"read {path.name}", disable=not progress,
-        leave=False,
+        total=size, unit="B", unit_scale=True, desc=f"read {path.name}", disable=quiet, leave=False
     ) as bar:
         counted = _CountingReader(raw, bar)
         try:
@@ -113,7 +126,9 @@ def _stream_tar(path: Path, keep: Callable[[str], bool], progress: bool) -> Memo
                     elif member.isfile() and name:
                         files.append(name)
                         if keep(name):
-                            data[name] = tar.extractfile(member).read()
+                            blob = tar.extractfile(member).read()
+                            if not on_member(name, blob):
+                                data[name] = blob
         except (tarfile.TarError, EOFError, OSError) as err:
             raise UserError(f"{path}: not a readable tar archive ({type(err).__name__}: {err})") from None
     return MemoryTree(path, files, dirs, data)
