@@ -21,14 +21,14 @@ def test_second_load_comes_from_cache_without_decoding(tmp_path, cache_dir, monk
     archive = pack(write_folder(tmp_path / "d", {"a": 2, "b": 3}), tmp_path / "d.tar.xz")
     first = load_images(archive, resolution=4, progress=False)
     entries = list(cache_dir.glob("*.npz"))
-    assert len(entries) == 1 and "cache" not in first.meta
+    assert len(entries) == 1 and first.meta["from_cache"] is False
 
     def no_decode(*args, **kwargs):
         raise AssertionError("decoded although the cache holds this dataset")
 
     monkeypatch.setattr(decode, "decode_one", no_decode)
     second = load_images(archive, resolution=4, progress=False)
-    assert second.meta["cache"] == str(entries[0])
+    assert second.meta["cache"] == str(entries[0]) and second.meta["from_cache"] is True
     np.testing.assert_array_equal(second.x, first.x)
     np.testing.assert_array_equal(second.y, first.y)
     assert (second.classes, second.source) == (first.classes, first.source)
@@ -53,7 +53,7 @@ def test_cache_false_writes_nothing_and_corrupt_entry_is_a_miss(tmp_path, cache_
     (entry,) = cache_dir.glob("*.npz")
     entry.write_bytes(b"truncated")
     again = load_images(root, progress=False)
-    assert len(again) == 2 and "cache" not in again.meta
+    assert len(again) == 2 and again.meta["from_cache"] is False
 
 
 def test_unwritable_cache_warns_and_still_loads(tmp_path, monkeypatch, capsys):

@@ -59,7 +59,7 @@ def load(key: str) -> ImageSet | None:
             images = ImageSet(f["x"], f["y"], [str(c) for c in f["classes"]], str(f["source"]), meta)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
-    images.meta["cache"] = str(path)
+    images.meta.update(cache=str(path), from_cache=True)
     return images
 
 

@@ -70,6 +70,7 @@ def load_images(
     images.meta.update(options, path=str(path.resolve()))
     if use_cache:
         disk_cache.store(key, images)
+    images.meta["from_cache"] = False
     return images
 
 
