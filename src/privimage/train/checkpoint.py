@@ -57,6 +57,8 @@ class Checkpoint:
         for name, gen in generators.items():
             gen.set_state(self.tensors[f"rng.{name}"])
         torch.set_rng_state(self.tensors["rng.torch"])
+        if "rng.cuda" in self.tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.tensors["rng.cuda"])
 
 
 def build_model(model_meta: dict) -> EDMPrecond:
@@ -80,7 +82,9 @@ def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.
     opt = optimizer.state_dict()
     tensors = {f"opt.{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
     tensors |= {f"rng.{name}": gen.get_state() for name, gen in generators.items()}
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.torch"] = torch.get_rng_state()  # dropout draws from the global generators
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     state = {"step": step, "kind": kind, "model": model_meta(net), "config": config,
              "optimizer": opt["param_groups"], "ledger": ledger, **(extra or {})}
     _atomic(path / MODEL_FILE, lambda tmp: save_file(_cpu(weights), tmp, metadata=meta))

@@ -58,23 +58,25 @@ def _pretrain(args) -> int:
 
 
 def _query_ledger(path: Path, query_ledger: str | None, *, delta: float, epsilon: float) -> Ledger:
-    """DIR/ledger.json with the budget epsilon; on a first run, the entries of the query ledger copied in."""
-    fresh = not path.exists()
-    ledger = Ledger(path, delta=delta, epsilon_budget=epsilon)
-    if fresh and query_ledger:
-        try:
-            data = json.loads(Path(query_ledger).read_text())
-            entries = [Mechanism(**{k: e[k] for k in ("name", "kind", "noise_multiplier", "sample_rate", "steps")})
-                       for e in data["entries"]]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            path.unlink()
-            raise UserError(f"{query_ledger}: not a readable privimage ledger ({err})") from None
-        if data["delta"] != delta:
-            path.unlink()
-            raise UserError(f"{query_ledger}: written with delta={data['delta']}, but --delta is {delta}")
-        ledger.noise_seed = data.get("noise_seed", ledger.noise_seed)
+    """OUT/ledger.json with the budget epsilon; on a first run, the entries of the query ledger copied in."""
+    if path.exists() or not query_ledger:
+        return Ledger(path, delta=delta, epsilon_budget=epsilon)
+    try:
+        data = json.loads(Path(query_ledger).read_text())
+        entries = [Mechanism(**{k: e[k] for k in ("name", "kind", "noise_multiplier", "sample_rate", "steps")})
+                   for e in data["entries"]]
+        seed = data["noise_seed"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{query_ledger}: not a readable privimage ledger ({err})") from None
+    if data["delta"] != delta:
+        raise UserError(f"{query_ledger}: written with delta={data['delta']}, but --delta is {delta}")
+    ledger = Ledger(path, delta=delta, epsilon_budget=epsilon, noise_seed=seed)
+    try:
         for mechanism in entries:
             ledger.charge(mechanism)
+    except BaseException:
+        path.unlink()  # never leave a ledger that lacks the query: a rerun would not copy it again
+        raise
     return ledger
 
 
