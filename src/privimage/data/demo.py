@@ -44,7 +44,7 @@ FONT_FILES = (
     "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmss10.ttf", "cmtt10.ttf",
 )
 
-RENDER_VERSION = 3  # bump when rendering changes, so stale caches are not read
+RENDER_VERSION = 4  # bump when rendering changes, so stale caches are not read
 LEVELS = 16  # the digits' grey levels are 0..16 (ink pixels in a 4x4 block)
 BLOCKS = 8  # the digits are 8x8 blocks
 BLOCK_PX = 4  # glyphs are drawn on a 32x32 canvas (as the digits were), then averaged per 4x4 block
@@ -196,8 +196,10 @@ def _render_class(char: str, fonts: list[Path], count: int, seed: int) -> np.nda
     rng = np.random.default_rng([seed, ord(char)])
     u = rng.random((count, 9))  # one row of uniforms per image, so a prefix does not depend on count
     canvas = BLOCKS * BLOCK_PX
-    # Coarse random displacements of the pen, (count, 2, 4, 4) canvas px; own stream, so prefixes hold.
-    wobble = ELASTIC * np.random.default_rng([seed, ord(char), 1]).standard_normal((count, 2, 4, 4))
+    # Smooth random displacements of the pen from a 4x4 grid of knots, (count, 2, canvas, canvas) px;
+    # their own stream, so prefixes still do not depend on count.
+    wobble = _smooth_fields(ELASTIC * np.random.default_rng([seed, ord(char), 1]).standard_normal(
+        (count, 2, 4, 4)), canvas)
     out = np.empty((count, BLOCKS, BLOCKS), dtype=np.float32)
     for i, (uf, us, ufill, ustretch, urot, ushear, utx, uty, usmooth) in enumerate(u.tolist()):
         font, fill, stretch = int(uf * len(fonts)), 0.85 + 0.15 * ufill, 1 + MAX_STRETCH * ustretch
@@ -217,14 +219,20 @@ def _render_class(char: str, fonts: list[Path], count: int, seed: int) -> np.nda
     return out
 
 
-def _elastic(ink: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """Bend the strokes like a hand does: resample (S, S) `ink` along a smooth displacement field,
-    the (2, 4, 4) `coarse` displacements (y, x) upsampled to (2, S, S)."""
+def _elastic(ink: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """Bend the strokes like a hand does: resample (S, S) `ink` along the (2, S, S) displacement
+    `field` (y, x), in canvas px."""
     size = ink.shape[0]
-    field = [np.asarray(Image.fromarray(c, mode="F").resize((size, size), Image.Resampling.BICUBIC))
-             for c in coarse.astype(np.float32)]  # 2 x (S, S)
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)  # (S, S) each
+    rows, cols = np.mgrid[0:size, 0:size]  # (S, S) each
     return map_coordinates(ink, [rows + field[0], cols + field[1]], order=1, mode="constant")
+
+
+def _smooth_fields(coarse: np.ndarray, size: int) -> np.ndarray:
+    """(N, 2, 4, 4) coarse displacements -> (N, 2, size, size), bicubically upsampled (separable)."""
+    knots = coarse.shape[-1]
+    upsample = np.stack([np.asarray(Image.fromarray(np.eye(knots, dtype=np.float32)[:, [j]], mode="F").resize(
+        (1, size), Image.Resampling.BICUBIC))[:, 0] for j in range(knots)], axis=1)  # (size, knots)
+    return np.einsum("ia,nkab,jb->nkij", upsample, coarse, upsample, optimize=True).astype(np.float32)
 
 
 def _fit_scale(size: tuple[int, int], canvas: int, fill: float, stretch: float) -> tuple[float, float]:
