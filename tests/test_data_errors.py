@@ -161,3 +161,11 @@ def test_bad_options(tmp_path):
         load(root, channels=2)
     with pytest.raises(UserError, match="resolution must be a positive integer"):
         load(root, resolution=0)
+
+
+def test_unreadable_file_is_named(tmp_path):
+    root = write_folder(tmp_path / "d", {"a": 2})
+    (root / "a" / "001.png").unlink()
+    (root / "a" / "001.png").symlink_to(root / "a" / "gone.png")  # listed, but reading fails
+    with pytest.raises(UserError, match=r"a/001\.png: cannot read"):
+        load(root)

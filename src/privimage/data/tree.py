@@ -56,7 +56,10 @@ class FolderTree(FileTree):
         super().__init__(root, files, dirs)
 
     def read(self, name: str) -> bytes:
-        return (self.origin / name).read_bytes()
+        try:
+            return (self.origin / name).read_bytes()
+        except OSError as err:
+            raise UserError(f"{self.where(name)}: cannot read ({err.strerror or err})") from None
 
 
 class ZipTree(FileTree):
