@@ -1,0 +1,225 @@
+"""The whole PrivImage method, top to bottom: `run(config, out_dir)`.
+
+    1. semantic query function   a classifier trained on the PUBLIC labels only
+    2. DP semantic distribution  noisy top-k histogram of the sensitive data (charged to the ledger)
+    3. selection                 public classes per sensitive class, relabelled
+    4. pre-training              the conditional diffusion model on the selected public images
+    5. DP fine-tuning            DP-SGD on the sensitive images, sigma calibrated to the TOTAL budget
+    then sampling, evaluation (CA, FID) and the HTML report.
+
+Each method (privimage and the baselines none / all / random) is its own release with its own ledger and
+the full budget. Every step is skipped when its output exists in the run directory, which holds results
+of exactly one config (config.json + hash), so a killed run resumes where it stopped; privacy already
+spent stays in the ledger and is never charged twice.
+
+Example:
+    >>> from privimage.run_config import load_run_config
+    >>> metrics = run(load_run_config("configs/demo.yaml"), "runs/demo")
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from privimage.config_io import config_hash, to_dict
+from privimage.data import ImageSet, load_images
+from privimage.data import demo
+from privimage.errors import UserError
+from privimage.evaluate.ca import classification_accuracies
+from privimage.evaluate.report import write_report
+from privimage.models.edm import EDMPrecond
+from privimage.models.unet import UNet
+from privimage.privacy.accountant import check_delta
+from privimage.privacy.ledger import Ledger
+from privimage.privacy.rng import noise_generator
+from privimage.run_config import RunConfig
+from privimage.sample import generate, save_samples
+from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
+from privimage.semantic.jsonio import read_json, write_json_atomic
+from privimage.semantic.query import dp_semantic_distribution
+from privimage.semantic.selection import Selection, apply_selection, random_subset, select, selection_precision
+from privimage.train.finetune import calibrate_for_ledger, finetune, plan
+from privimage.train.pretrain import pretrain
+
+
+def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> dict:
+    """Run every method of `config` in `out_dir`; returns metrics.json's content."""
+    t0 = time.time()
+    out = open_run_dir(out_dir, config)
+    sensitive, test, public = load_data(config)
+    check_delta(config.privacy.delta, len(sensitive))
+    methods, selection = {}, None
+
+    # 1. Semantic query function: trained on public labels only (it never sees sensitive data).
+    if "privimage" in config.methods:
+        classifier = semantic_query_function(config, public, out / "classifier", device=device)
+
+    for method in config.methods:
+        t_method, mdir = time.time(), out / method
+        ledger = Ledger(mdir / "ledger.json", delta=config.privacy.delta, epsilon_budget=config.privacy.epsilon,
+                        noise_seed=noise_generator(config.privacy.seed)[1])
+        if method == "privimage":
+            # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
+            selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
+            pretrain_set = apply_selection(public, selection)
+        else:
+            pretrain_set = baseline_public_data(method, config, public, sensitive.classes, selection)
+
+        # 4. Pre-training on public data (no privacy spent; skipped for the "none" baseline = DPDM).
+        t_step = time.time()
+        net = EDMPrecond(UNet(config.model))
+        if pretrain_set is not None:
+            ema = pretrain(net, pretrain_set, config=config.pretrain, out_dir=mdir / "pretrain", seed=config.seed,
+                           device=device, resume=True, progress=progress)
+            net = ema.requires_grad_(True)  # fine-tuning starts from the pre-trained EMA weights
+
+        # 5. DP fine-tuning on the sensitive data; sigma calibrated so query + DP-SGD meet the budget.
+        t_pretrain, t_step = time.time() - t_step, time.time()
+        q, steps = plan(config.finetune, len(sensitive))
+        sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps)
+        net = finetune(net, sensitive, config=config.finetune, noise_multiplier=sigma, ledger=ledger,
+                       out_dir=mdir / "finetune", seed=config.privacy.seed, device=device, resume=True,
+                       progress=progress)
+
+        # Sample and evaluate (post-processing: no privacy cost; CA tests on the held-out real split).
+        t_finetune = time.time() - t_step
+        methods[method] = sample_and_evaluate(config, net, mdir, test, ledger, device=device, progress=progress)
+        methods[method]["seconds"] = round(time.time() - t_method, 1)
+        methods[method]["step_seconds"] = {"pretrain": round(t_pretrain, 1), "finetune": round(t_finetune, 1),
+                                           **methods[method].get("step_seconds", {})}
+
+    metrics = {
+        "epsilon": max(m["epsilon"] for m in methods.values()),
+        "delta": config.privacy.delta,
+        "seconds": round(time.time() - t0, 1),
+        "selection_precision": precision(config, selection),
+        "methods": methods,
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    write_report(out)
+    return metrics
+
+
+def open_run_dir(out_dir, config: RunConfig) -> Path:
+    """Create the run directory, or reopen it if it holds the same config (resume)."""
+    out = Path(out_dir)
+    resolved = {"hash": config_hash(config), "config": to_dict(config)}
+    if (out / "config.json").is_file():
+        previous = read_json(out / "config.json")
+        if previous.get("hash") != resolved["hash"]:
+            raise UserError(f"{out} holds a run of a different config (hash {previous.get('hash')}); "
+                            f"use a new --out directory")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", resolved)
+    return out
+
+
+def load_data(config: RunConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(sensitive training split, sensitive held-out test split, public data), all at the model's size."""
+    d = config.data
+    if d.sensitive == "demo:digits":
+        sensitive, test = demo.load_digits_split(resolution=d.resolution)
+    else:
+        kwargs = dict(resolution=d.resolution, channels=d.channels)
+        sensitive = load_images(d.sensitive, split=d.sensitive_split, **kwargs)
+        test = load_images(d.sensitive, split=d.test_split, **kwargs)
+    if d.public == "demo:glyphs":
+        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=d.resolution)
+    else:
+        public = load_images(d.public, split=d.public_split, resolution=d.resolution, channels=d.channels)
+    if len(sensitive.classes) != config.model.num_classes:
+        raise UserError(f"the sensitive data has {len(sensitive.classes)} classes but model.num_classes is "
+                        f"{config.model.num_classes}")
+    return sensitive, test, public
+
+
+def semantic_query_function(config: RunConfig, public: ImageSet, ckpt_dir: Path, *, device):
+    """The user's classifier if given, else the run's own (trained once, then reloaded)."""
+    path = Path(config.semantic.classifier) if config.semantic.classifier else ckpt_dir
+    if not (path / "meta.json").is_file():
+        model, meta = train_classifier(public, config=config.semantic.train, seed=config.seed,
+                                       device=None if device == "auto" else device)
+        save_classifier(path, model, meta)
+        print(f"privimage: semantic classifier val accuracy (public data) = {meta.val_accuracy:.3f}",
+              file=sys.stderr)
+    model, meta = load_classifier(path, device=None if device == "auto" else device)
+    if meta.classes != public.classes:
+        raise UserError(f"{path}: the classifier's classes are not the public data's classes")
+    return model
+
+
+def query_and_select(config: RunConfig, classifier, sensitive: ImageSet, public: ImageSet, ledger: Ledger,
+                     path: Path) -> Selection:
+    """Steps 2 and 3; the noisy histogram is released once and only its selection is kept."""
+    s = config.semantic
+    if path.is_file() and ledger.has("semantic_query"):
+        return Selection.load(path)
+    if ledger.has("semantic_query"):
+        raise UserError(f"{ledger.path} charged the semantic query but {path} is missing (run killed mid-step); "
+                        f"start a new run directory")
+    generator, _ = noise_generator(config.privacy.seed)
+    noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=s.sigma_q, generator=generator,
+                                     ledger=ledger)
+    selection = select(noisy, k=s.k, public_classes=public.classes, sensitive_classes=sensitive.classes,
+                       public_counts=public.counts(), sigma_q=s.sigma_q, fraction=s.fraction)
+    selection.save(path)
+    return selection
+
+
+def baseline_public_data(method: str, config: RunConfig, public: ImageSet, sensitive_classes: list[str],
+                         selection: Selection | None) -> ImageSet | None:
+    """Pre-training data of the baselines: none (DPDM), all public images (PDP-Diffusion), random subset."""
+    if method == "none":
+        return None
+    if method == "all":  # every public image, each with a random sensitive label (the model is conditional)
+        return random_subset(public, len(public), sensitive_classes, seed=config.seed)
+    n = selection.n_images if selection is not None else len(public) // 10  # same size as PrivImage's
+    return random_subset(public, min(n, len(public)), sensitive_classes, seed=config.seed)
+
+
+def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, test: ImageSet, ledger: Ledger, *,
+                        device, progress: bool) -> dict:
+    """Samples (cached in samples.npz) -> CA on the real held-out split (and FID when asked)."""
+    if (mdir / "metrics.json").is_file():
+        return read_json(mdir / "metrics.json")
+    s, t_sample = config.sample, time.time()
+    if not (mdir / "samples.npz").is_file():
+        x, y = generate(net, s.n, num_classes=config.model.num_classes, steps=s.steps, guidance=s.guidance,
+                        seed=config.seed, batch_size=s.batch_size, sampler=s.sampler,
+                        device=next(net.parameters()).device, progress=progress)
+        save_samples(mdir / "samples.npz", x, y, grid=mdir / "grid.png")
+    with np.load(mdir / "samples.npz") as npz:
+        synthetic = ImageSet(npz["x"], npz["y"], list(test.classes), source=str(mdir / "samples.npz"))
+    t_eval = time.time()
+    result = {"epsilon": ledger.epsilon(), "ca": None, "fid": None}
+    if "ca" in config.evaluate.metrics:
+        ca = classification_accuracies(synthetic, test, classifiers=tuple(config.evaluate.classifiers),
+                                       seed=config.seed, progress=progress)
+        result["ca"], result["ca_per_classifier"] = ca["mean"], ca["per_classifier"]
+    if "fid" in config.evaluate.metrics:
+        result["fid"] = fid_against_real(config, synthetic, device=device)
+    result["step_seconds"] = {"sample": round(t_eval - t_sample, 1), "evaluate": round(time.time() - t_eval, 1)}
+    write_json_atomic(mdir / "metrics.json", result)
+    return result
+
+
+def fid_against_real(config: RunConfig, synthetic: ImageSet, *, device) -> float:
+    """FID of the samples against the real split named in the config (standard Inception only)."""
+    from privimage.evaluate.fid import fid_of_sets  # optional extra [fid]: imported only when asked for
+
+    d = config.data
+    real = load_images(d.sensitive, split=config.evaluate.fid_real_split)
+    return fid_of_sets(synthetic, real, weights=config.evaluate.fid_weights, device=device)
+
+
+def precision(config: RunConfig, selection: Selection | None) -> float | None:
+    """Fraction of selected public images from truly matching classes (demo: digit glyphs); None if unknown."""
+    relevant = config.data.relevant_public
+    if relevant is None and config.data.public == "demo:glyphs":
+        relevant = list(demo.DIGIT_CLASSES)
+    if selection is None or relevant is None:
+        return None
+    return selection_precision(selection, set(relevant))

