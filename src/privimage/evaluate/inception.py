@@ -13,6 +13,7 @@ An fp16 copy (half the size, for machines where only small files travel) is made
 
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,9 @@ def load_inception(weights: str | Path | None = None, *, device: str | torch.dev
     if not path.is_file():
         raise UserError(f"FID is unavailable: Inception weights file {path} does not exist; {HOW_TO_GET}")
     try:
-        net = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript, the format the weights ship in
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
+            net = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as err:
         raise UserError(f"FID weights {path} are not a TorchScript Inception file ({err.__class__.__name__})") from err
     return net.float().eval().to(device)

@@ -1,0 +1,106 @@
+"""The HTML report: built from a small but valid run directory, escaped, tolerant, and renderable."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from privimage.cli import main
+from privimage.errors import UserError
+from privimage.evaluate.report import render_report, write_report
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def make_run_dir(root: Path) -> Path:
+    """A run directory in the layout of docs/architecture.md: privimage complete, `none` half-written."""
+    run = root / "run"
+    (run / "privimage" / "pretrain").mkdir(parents=True)
+    (run / "privimage" / "finetune").mkdir()
+    (run / "none").mkdir()
+    (run / "config.json").write_text(json.dumps({"hash": "abc123", "config": {"seed": 0, "privacy": {"epsilon": 10}}}))
+    ledger = {
+        "delta": 1e-5, "epsilon_budget": 10.0, "noise_seed": 42,
+        "entries": [
+            {"name": "semantic_query", "kind": "gaussian", "noise_multiplier": 484.0, "sample_rate": 1.0, "steps": 1},
+            {"name": "finetune", "kind": "poisson_gaussian", "noise_multiplier": 1.23, "sample_rate": 0.01,
+             "steps": 500},
+        ],
+        "epsilon_pld": 9.8765, "epsilon_rdp": 10.2,
+    }
+    (run / "privimage" / "ledger.json").write_text(json.dumps(ledger))
+    selection = {
+        "k": 2, "sigma_q": 484.0, "fraction_target": None, "n_images": 400, "n_public": 1000,
+        "fraction_of_public": 0.4,
+        "classes": [
+            {"sensitive_class": "zero", "public_ids": [3, 7], "public_names": ["ring", "<script>alert(1)</script>"],
+             "noisy_counts": [12.5, 3.25], "image_counts": [100, 100]},
+            {"sensitive_class": "one", "public_ids": [1, 2], "public_names": ["stick", "pole"],
+             "noisy_counts": [20.0, 1.0], "image_counts": [100, 100]},
+        ],
+    }
+    (run / "selection.json").write_text(json.dumps(selection))
+    rng = np.random.default_rng(0)
+    np.savez_compressed(run / "privimage" / "samples.npz", x=rng.integers(0, 256, (20, 16, 16, 1), dtype=np.uint8),
+                        y=np.repeat(np.arange(2), 10).astype(np.int64))
+    for phase, n in (("pretrain", 50), ("finetune", 20)):
+        lines = [json.dumps({"step": s, "loss": 1.0 / (s + 1), "lr": 1e-3}) for s in range(n)]
+        (run / "privimage" / phase / "log.jsonl").write_text("\n".join(lines + ["{broken"]) + "\n")
+    (run / "none" / "ledger.json").write_text("{not json")  # a crashed method: must not break the report
+    metrics = {"epsilon": 9.8765, "delta": 1e-5, "seconds": 12.0, "selection_precision": 0.5,
+               "methods": {"privimage": {"ca": 0.81, "fid": 45.6, "epsilon": 9.8765}}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_report_shows_every_piece_escaped(tmp_path):
+    run = make_run_dir(tmp_path)
+    path = write_report(run)
+    assert path == run / "report.html"
+    page = path.read_text()
+    assert "9.877" in page  # headline epsilon
+    assert "484" in page and "poisson_gaussian" in page and "500" in page  # ledger entries
+    assert "ring (12.5)" in page and "stick" in page  # selection
+    assert page.count("data:image/png;base64,") == 2  # one sample row per class
+    assert page.count("<svg") == 2  # pretrain and finetune loss curves
+    assert "0.81" in page and "45.6" in page  # metrics
+    assert "abc123" in page  # config
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "not available" in page  # the `none` method has no readable ledger, samples or logs
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing external
+
+
+def test_report_of_a_bare_directory_says_not_available(tmp_path):
+    page = render_report(tmp_path)
+    assert page.count("not available") >= 4
+    with pytest.raises(UserError, match="not a run directory"):
+        render_report(tmp_path / "missing")
+
+
+def test_report_command(tmp_path, capsys):
+    run = make_run_dir(tmp_path)
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert main(["report", str(tmp_path / "missing")]) == 1
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+def test_report_renders_in_headless_chromium(tmp_path):
+    run = make_run_dir(tmp_path)
+    path = write_report(run)
+    ARTIFACTS.mkdir(exist_ok=True)
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(flags + ["--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "(9.877, 1e-05)" in dom.stdout  # the headline (epsilon, delta) made it into the rendered DOM
+    assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr, dom.stderr[-2000:]
+    shot = ARTIFACTS / "report.png"
+    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1200,2400", path.as_uri()],
+                   capture_output=True, text=True, timeout=120, check=True)
+    assert shot.is_file() and shot.stat().st_size > 10_000
