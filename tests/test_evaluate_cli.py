@@ -1,0 +1,57 @@
+"""`privimage evaluate` end to end on a real image-folder dataset written by the test."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from privimage.cli import main
+
+
+@pytest.fixture
+def digits_folder(tmp_path, monkeypatch):
+    """tmp/real/{train,test}/<digit>/<i>.png, 16x16 grey (40 train + 15 test per class); cache under tmp."""
+    monkeypatch.setenv("PRIVIMAGE_CACHE", str(tmp_path / "cache"))
+    d = load_digits()
+    x = (d.images / 16 * 255).round().astype(np.uint8).repeat(2, axis=1).repeat(2, axis=2)  # (N, 16, 16)
+    root = tmp_path / "real"
+    for label in range(10):
+        idx = np.flatnonzero(d.target == label)
+        for split, chosen in (("train", idx[:40]), ("test", idx[40:55])):
+            (root / split / f"digit{label}").mkdir(parents=True)
+            for i in chosen:
+                Image.fromarray(x[i]).save(root / split / f"digit{label}" / f"{i}.png")
+    train_idx = np.concatenate([np.flatnonzero(d.target == c)[:40] for c in range(10)])
+    samples = tmp_path / "samples.npz"  # a perfect "generator": real train images with their labels
+    np.savez(samples, x=x[train_idx][..., None], y=d.target[train_idx].astype(np.int64))
+    return root, samples
+
+
+def test_evaluate_ca_writes_json_and_prints_one_object(digits_folder, tmp_path, capsys):
+    root, samples = digits_folder
+    out = tmp_path / "metrics.json"
+    code = main(["evaluate", "--samples", str(samples), "--real", str(root), "--metrics", "ca", "--epochs", "8",
+                 "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    assert printed == json.loads(out.read_text())
+    assert printed["n_synthetic"] == 400 and printed["ca_split"] == "test"
+    assert printed["ca"] == printed["ca_per_classifier"]["cnn"] > 0.6
+    assert printed["ca_real_per_classifier"] == {} and "fid" not in printed
+
+
+def test_evaluate_user_errors_exit_1(digits_folder, tmp_path, capsys):
+    root, samples = digits_folder
+    assert main(["evaluate", "--samples", str(samples), "--real", str(root), "--metrics", "ca,is"]) == 1
+    assert "unknown metric is" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 16, 16, 1), np.uint8), y=np.array([0, 1, 12]))
+    assert main(["evaluate", "--samples", str(bad), "--real", str(root)]) == 1
+    assert "labels must lie in [0, 10)" in capsys.readouterr().err
+    missing = tmp_path / "nope.pt"
+    assert main(["evaluate", "--samples", str(samples), "--real", str(root), "--metrics", "fid",
+                 "--fid-weights", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FID is unavailable" in err and str(missing) in err
