@@ -107,7 +107,8 @@ def main() -> None:
     if args.grid:
         save_grid(train, digit_glyphs, args.grid)
 
-    rows = [("render glyphs", f"{len(glyphs.classes)} classes x {config.per_class}", f"{render_seconds:.1f} s wall, {render_cpu:.1f} s CPU")]
+    rows = [("render glyphs", f"{len(glyphs.classes)} classes x {config.per_class}",
+             f"{render_seconds:.1f} s wall, {render_cpu:.1f} s CPU")]
     for name, source in (("glyphs 0-9 -> real test", digit_glyphs), ("real train -> real test", train)):
         start = time.perf_counter()
         accuracy = [train_and_test(source, test, config, config.seed + k) for k in range(config.seeds)]

@@ -51,8 +51,11 @@ BLOCK_PX = 4  # glyphs are drawn on a 32x32 canvas (as the digits were), then av
 FONT_PX = 48  # font size the glyph shapes are rasterised at before the affine warp
 MIN_PEN = 0.5  # smallest extra pen width (each side of a stroke), in pixels of the 32x32 canvas
 MAX_PEN = 1.0  # largest extra pen width, in pixels of the 32x32 canvas
+MIN_FILL = 0.85  # smallest glyph height, as a fraction of the canvas (the digits fill all of it)
 MAX_WIDTH = 0.8  # widest a glyph may be, as a fraction of the canvas (the digits are ~6 of 8 blocks)
 MAX_STRETCH = 0.5  # glyphs are drawn up to 1.5x wider than the font: handwritten digits are wider
+MAX_ROTATION = 10.0  # largest rotation either way, degrees
+MAX_SHEAR = 0.2  # largest horizontal shear either way (x += shear * y)
 MAX_SMOOTH = 1.0  # largest Gaussian smoothing sigma before thresholding, canvas px
 THRESHOLD = 128  # smoothed coverage (of 255) that counts as ink
 ELASTIC = 1.5  # standard deviation of the coarse stroke displacements, canvas px
@@ -202,14 +205,14 @@ def _render_class(char: str, fonts: list[Path], count: int, seed: int) -> np.nda
         (count, 2, 4, 4)), canvas)
     out = np.empty((count, BLOCKS, BLOCKS), dtype=np.float32)
     for i, (uf, us, ufill, ustretch, urot, ushear, utx, uty, usmooth) in enumerate(u.tolist()):
-        font, fill, stretch = int(uf * len(fonts)), 0.85 + 0.15 * ufill, 1 + MAX_STRETCH * ustretch
+        font, fill, stretch = int(uf * len(fonts)), MIN_FILL + (1 - MIN_FILL) * ufill, 1 + MAX_STRETCH * ustretch
         # Extra pen width MIN_PEN..MAX_PEN canvas px, whatever the glyph's scale (wide glyphs shrink more).
         pen_px = MIN_PEN + (MAX_PEN - MIN_PEN) * us
         pen = round(pen_px / min(_fit_scale(shapes.get(font, char, 0).size, canvas, fill, stretch)))  # font px
         shape = shapes.get(font, char, pen)
         ink = _warp(shape, canvas, scale=_fit_scale(shape.size, canvas, fill, stretch),
-                    angle=np.deg2rad(20 * urot - 10), shear=0.4 * ushear - 0.2,
-                    shift=(BLOCK_PX * (utx - 0.5), BLOCK_PX * (uty - 0.5)))
+                    angle=np.deg2rad(MAX_ROTATION * (2 * urot - 1)), shear=MAX_SHEAR * (2 * ushear - 1),
+                    shift=(BLOCK_PX * (utx - 0.5), BLOCK_PX * (uty - 0.5)))  # up to half a block
         ink = _elastic(np.asarray(ink, dtype=np.float32), wobble[i])  # (canvas, canvas) in 0..255
         # Smooth then threshold: rounder strokes on a binary bitmap, as the digits' 32x32 bitmaps were.
         ink = gaussian_filter(ink, MAX_SMOOTH * usmooth) if usmooth > 0 else ink
