@@ -21,6 +21,7 @@ import torch
 
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
+from privimage.evaluate.ca import default_device
 from privimage.evaluate.inception import default_weights_path, inception_features, load_inception
 
 
@@ -123,7 +124,7 @@ def fid_of_sets(
     """
     if num_samples < 2:
         raise UserError(f"FID num_samples must be >= 2, got {num_samples}")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = default_device(device)
     net = load_inception(weights, device=dev)  # fails before any work when the weights are missing
     if len(synthetic) < num_samples:
         print(f"fid: only {len(synthetic)} synthetic images (asked for {num_samples}); FID is biased up", file=sys.stderr)
