@@ -10,6 +10,15 @@ from privimage.models.unet import CONFIGS, UNet
 from privimage.sample import balanced_labels, generate, save_samples, sigma_steps
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and stay fast when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)
@@ -35,15 +44,13 @@ def test_shapes_dtype_labels(net, sampler):
 
 
 def test_image_reproducible_whatever_the_batch_size(net):
-    a, _ = generate(net, 6, num_classes=10, steps=3, seed=7, batch_size=6, progress=False)
-    b, _ = generate(net, 6, num_classes=10, steps=3, seed=7, batch_size=4, progress=False)
-    c, _ = generate(net, 6, num_classes=10, steps=3, seed=8, batch_size=6, progress=False)
+    a, _ = generate(net, 11, num_classes=10, steps=2, seed=7, batch_size=11, progress=False)
+    b, _ = generate(net, 11, num_classes=10, steps=2, seed=7, batch_size=4, progress=False)
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, c)
     # image i uses seed + i: image 10 (label 0) of seed 7 is image 0 (label 0) of seed 17
-    x11, _ = generate(net, 11, num_classes=10, steps=3, seed=7, batch_size=11, progress=False)
-    x1, _ = generate(net, 1, num_classes=10, steps=3, seed=17, progress=False)
-    assert np.array_equal(x11[10], x1[0])
+    c, _ = generate(net, 1, num_classes=10, steps=2, seed=17, progress=False)
+    assert np.array_equal(a[10], c[0])
+    assert not np.array_equal(a[0], c[0])  # same label, other seed
 
 
 def test_guidance_changes_images(net):
