@@ -23,7 +23,7 @@ from privimage.semantic.network import ResNetConfig
 COLOURS = np.array([[230, 40, 40], [40, 200, 40], [40, 40, 230]])
 SHAPES = ["square", "disc"]
 SHAPE_CLASSES = [f"{c}-{s}" for s in SHAPES for c in ("red", "green", "blue")]  # class = shape * 3 + colour
-TINY = ClassifierConfig(arch=ResNetConfig(width=8, stages=2, blocks=1), epochs=5, batch_size=32, lr=0.05)
+TINY = ClassifierConfig(arch=ResNetConfig(width=8, stages=2, blocks=1), epochs=5, batch_size=32, lr=0.1)
 
 
 def shapes(n: int, *, seed: int, resolution: int = 16, classes: list[int] | None = None) -> ImageSet:

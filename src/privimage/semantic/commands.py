@@ -15,7 +15,7 @@ from privimage.privacy.rng import noise_generator
 from privimage.semantic.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from privimage.semantic.network import ResNetConfig
 from privimage.semantic.query import MECHANISM_NAME, dp_semantic_distribution
-from privimage.semantic.selection import select
+from privimage.semantic.selection import check_selectable, select
 
 UNLABELLED_CLASS = "all"  # the one sensitive class of unlabelled data
 
@@ -86,12 +86,14 @@ def run_query(args) -> int:
         raise UserError(f"{args.public}: its {len(public.classes)} classes are not the {len(meta.classes)} public "
                         f"classes the classifier {args.classifier} was trained on")
     sensitive = load_images(args.sensitive, split="train")
+    sensitive_classes = [UNLABELLED_CLASS] if args.unlabelled else sensitive.classes
+    check_selectable(k=args.k, num_sensitive=len(sensitive_classes), public_counts=public.counts(),
+                     fraction=args.fraction)  # before any privacy is spent
     generator, seed_note = noise_generator(seed=args.seed)
     ledger = Ledger(args.out / "ledger.json", delta=args.delta, epsilon_budget=args.epsilon_budget,
                     noise_seed=seed_note)
     noisy = dp_semantic_distribution(model, sensitive, k=args.k, sigma_q=args.sigma_q, generator=generator,
                                      ledger=ledger, labelled=not args.unlabelled, progress=True)
-    sensitive_classes = [UNLABELLED_CLASS] if args.unlabelled else sensitive.classes
     selection = select(noisy, k=args.k, public_classes=meta.classes, sensitive_classes=sensitive_classes,
                        public_counts=public.counts(), sigma_q=args.sigma_q, fraction=args.fraction)
     selection.save(args.out / "selection.json")

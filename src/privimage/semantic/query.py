@@ -45,6 +45,9 @@ def dp_semantic_distribution(classifier: Classifier, sensitive: ImageSet, *, k: 
         raise ValueError("sigma_q = 0 releases the exact histogram (not private); pass allow_zero_noise=True in tests")
     if not noiseless and ledger is None:
         raise ValueError("a ledger is required: the semantic query spends privacy")
+    if not noiseless and ledger.has(MECHANISM_NAME):
+        raise UserError(f"{ledger.path}: a mechanism named {MECHANISM_NAME!r} is already in the ledger "
+                        "(one semantic query per release; use a new output directory)")
     if len(sensitive) == 0:
         raise UserError(f"sensitive data {sensitive.source!r} has no images")
     num_rows = len(sensitive.classes) if labelled else 1

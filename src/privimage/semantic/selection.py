@@ -124,12 +124,8 @@ def select(noisy: np.ndarray, *, k: int, public_classes: list[str], sensitive_cl
                          f"public_counts {public_counts.shape} must be ({num_public},)")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    if fraction is not None and not 0 < fraction <= 1:
-        raise UserError(f"fraction must be in (0, 1], got {fraction}")
+    check_selectable(k=k, num_sensitive=num_rows, public_counts=public_counts, fraction=fraction)
     taken = public_counts == 0  # (P,) bool: classes no row may take any more
-    if fraction is None and k * num_rows > (~taken).sum():
-        raise UserError(f"k={k} public classes for each of {num_rows} sensitive classes needs {k * num_rows} "
-                        f"non-empty public classes, the public data has {(~taken).sum()}")
     target = None if fraction is None else fraction * public_counts.sum() / num_rows  # images per row
 
     classes = []
@@ -149,6 +145,19 @@ def select(noisy: np.ndarray, *, k: int, public_classes: list[str], sensitive_cl
                                       [float(noisy[s, p]) for p in chosen], [int(public_counts[p]) for p in chosen]))
     return Selection(k=int(k), sigma_q=None if sigma_q is None else float(sigma_q), fraction=fraction,
                      n_public=int(public_counts.sum()), classes=classes)
+
+
+def check_selectable(*, k: int, num_sensitive: int, public_counts: np.ndarray, fraction: float | None) -> None:
+    """UserError if `select` cannot give every sensitive class a public class. Call it before the query
+    so that a hopeless configuration is refused before privacy is spent."""
+    if fraction is not None and not 0 < fraction <= 1:
+        raise UserError(f"fraction must be in (0, 1], got {fraction}")
+    needed = num_sensitive if fraction is not None else k * num_sensitive
+    available = int((np.asarray(public_counts) > 0).sum())
+    if needed > available:
+        per_class = "one public class" if fraction is not None else f"k={k} public classes"
+        raise UserError(f"{per_class} for each of {num_sensitive} sensitive classes needs {needed} "
+                        f"non-empty public classes, the public data has {available}")
 
 
 def apply_selection(public: ImageSet, selection: Selection) -> ImageSet:
