@@ -129,3 +129,21 @@ def test_dp_config_is_validated():
         FinetuneConfig(clip=0)
     with pytest.raises(ValueError):
         FinetuneConfig(multiplicity=0)
+
+
+def test_empty_poisson_batches_still_take_charged_noisy_steps(tmp_path, sensitive, monkeypatch):
+    sizes = []
+    real_batches = finetune_module.poisson_batches
+
+    def recorded(*args, **kwargs):
+        for idx in real_batches(*args, **kwargs):
+            sizes.append(len(idx))
+            yield idx
+
+    monkeypatch.setattr(finetune_module, "poisson_batches", recorded)
+    config = FinetuneConfig(steps=6, batch_size=1, micro_batch=4, multiplicity=1)  # q = 1/30: often empty
+    before = {k: v.clone() for k, v in fresh_net().state_dict().items()}
+    net, _, ledger = run(tmp_path, sensitive, config=config)
+    assert 0 in sizes and len(sizes) == 6
+    assert ledger.entries[0].steps == 6
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())

@@ -205,3 +205,8 @@ class Upsample(nn.Module):
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+if __name__ == "__main__":  # python -m privimage.models.unet: the named configs and their sizes
+    for name, cfg in CONFIGS.items():
+        print(f"{name:8s} {count_parameters(UNet(cfg)):>10,d} parameters  {cfg}")
