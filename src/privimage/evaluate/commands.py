@@ -72,7 +72,7 @@ def cmd_evaluate(args) -> int:
             out["fid_n_synthetic"] = min(len(synthetic), args.fid_samples)
         if "prd" in metrics:
             net = load_inception(args.fid_weights, device=device)
-            n = args.prd_samples
+            n = min(args.prd_samples, len(real), len(synthetic))
             pr = precision_recall(inception_features(real.x[:n], net=net, device=device),
                                   inception_features(synthetic.x[:n], net=net, device=device), k=3)
             out.update(precision=pr["precision"], recall=pr["recall"], prd_n=n)
