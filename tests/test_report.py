@@ -28,7 +28,7 @@ def make_run_dir(root: Path) -> Path:
         "entries": [
             {"name": "semantic_query", "kind": "gaussian", "noise_multiplier": 484.0, "sample_rate": 1.0, "steps": 1},
             {"name": "finetune", "kind": "poisson_gaussian", "noise_multiplier": 1.23, "sample_rate": 0.01,
-             "steps": 500},
+             "steps": 500, "planned_steps": 600},
         ],
         "epsilon_pld": 9.8765, "epsilon_rdp": 10.2,
     }
@@ -64,6 +64,7 @@ def test_report_shows_every_piece_escaped(tmp_path):
     page = path.read_text()
     assert "9.877" in page  # headline epsilon
     assert "484" in page and "poisson_gaussian" in page and "500" in page  # ledger entries
+    assert "planned_steps" in page and "600" in page  # extra per-mechanism fields are shown too
     assert "ring (12.5)" in page and "stick" in page  # selection
     assert page.count("data:image/png;base64,") == 2  # one sample row per class
     assert page.count("<svg") == 2  # pretrain and finetune loss curves

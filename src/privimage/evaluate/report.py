@@ -106,8 +106,10 @@ def ledger_html(ledger: dict | None) -> str:
         [[ledger.get("epsilon_pld"), ledger.get("epsilon_rdp"), ledger.get("delta"),
           ledger.get("epsilon_budget"), ledger.get("noise_seed")]],
     )
+    entries = [e for e in ledger["entries"] if isinstance(e, dict)]
     cols = ["name", "kind", "noise_multiplier", "sample_rate", "steps"]
-    rows = [[e.get(c) for c in cols] for e in ledger["entries"] if isinstance(e, dict)]
+    cols += [k for k in dict.fromkeys(k for e in entries for k in e) if k not in cols]  # e.g. planned_steps
+    rows = [[e.get(c) for c in cols] for e in entries]
     return "<h4>Privacy ledger</h4>" + total + table(cols, rows)
 
 
