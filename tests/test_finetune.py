@@ -96,6 +96,13 @@ def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path,
         assert torch.equal(a, b)
 
 
+def test_rerun_without_resume_cannot_reuse_spent_steps(tmp_path, sensitive):
+    config = FinetuneConfig(steps=2, batch_size=6, micro_batch=4, multiplicity=1)
+    run(tmp_path, sensitive, config=config)
+    with pytest.raises(UserError, match="already spent 2 steps"):
+        run(tmp_path, sensitive, config=config)  # fresh noise would be a second, uncharged release
+
+
 def test_resume_refuses_a_different_config(tmp_path, sensitive):
     run(tmp_path, sensitive, config=FinetuneConfig(steps=1, batch_size=6, micro_batch=4, multiplicity=1))
     with pytest.raises(UserError):

@@ -116,8 +116,8 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     ledger.open_dpsgd(name, sample_rate=q, noise_multiplier=noise_multiplier, planned_steps=steps)
     engine = DPSGD(net, optimizer, noise_multiplier=noise_multiplier, max_grad_norm=config.clip,
                    expected_batch_size=config.batch_size, generator=generator, ledger=ledger, mechanism_name=name)
-    start = 0
-    if resume and (out_dir / JSON_FILE).is_file():
+    start, restored = 0, resume and (out_dir / JSON_FILE).is_file()
+    if restored:
         ckpt = load_checkpoint(out_dir)
         if ckpt.state["kind"] != "finetune" or ckpt.state["config"] != _json(config):
             raise UserError(f"{out_dir}: holds a different run (kind or config differ); use a new --out")
@@ -126,6 +126,9 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     charged = _charged(ledger, name)
     if charged < start:
         raise UserError(f"{ledger.path}: {name!r} shows {charged} steps but the checkpoint took {start}")
+    if charged > start and not restored:  # fresh randomness: these would be new releases, not replays
+        raise UserError(f"{ledger.path}: {name!r} already spent {charged} steps; resume that run (--resume, same "
+                        f"--out) or start a new release with a new ledger")
 
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
     log = RunLog(out_dir, start_step=start)
