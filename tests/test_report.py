@@ -11,6 +11,8 @@ import pytest
 from privimage.cli import main
 from privimage.errors import UserError
 from privimage.evaluate.report import render_report, write_report
+from privimage.privacy.accountant import epsilon_pld
+from privimage.privacy.mechanism import Mechanism
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -65,6 +67,8 @@ def test_report_shows_every_piece_escaped(tmp_path):
     assert "9.877" in page  # headline epsilon
     assert "484" in page and "poisson_gaussian" in page and "500" in page  # ledger entries
     assert "planned_steps" in page and "600" in page  # extra per-mechanism fields are shown too
+    query_alone = epsilon_pld([Mechanism("semantic_query", "gaussian", noise_multiplier=484.0)], delta=1e-5)
+    assert f"<td>{query_alone:.4g}</td>" in page  # per-mechanism epsilon breakdown
     assert "ring (12.5)" in page and "stick" in page  # selection
     assert page.count("data:image/png;base64,") == 2  # one sample row per class
     assert page.count("<svg") == 2  # pretrain and finetune loss curves

@@ -19,6 +19,8 @@ import numpy as np
 
 from privimage.errors import UserError
 from privimage.evaluate.figures import class_row, loss_svg, png_data_uri
+from privimage.privacy.accountant import epsilon_pld
+from privimage.privacy.mechanism import Mechanism
 
 METHOD_ORDER = ["privimage", "none", "all", "random"]
 NOT_AVAILABLE = '<p class="na">not available</p>'
@@ -109,8 +111,17 @@ def ledger_html(ledger: dict | None) -> str:
     entries = [e for e in ledger["entries"] if isinstance(e, dict)]
     cols = ["name", "kind", "noise_multiplier", "sample_rate", "steps"]
     cols += [k for k in dict.fromkeys(k for e in entries for k in e) if k not in cols]  # e.g. planned_steps
-    rows = [[e.get(c) for c in cols] for e in entries]
-    return "<h4>Privacy ledger</h4>" + total + table(cols, rows)
+    rows = [[e.get(c) for c in cols] + [epsilon_alone(e, ledger.get("delta"))] for e in entries]
+    return "<h4>Privacy ledger</h4>" + total + table(cols + ["epsilon alone (PLD, same delta)"], rows)
+
+
+def epsilon_alone(entry: dict, delta) -> float | None:
+    """The epsilon this mechanism would cost on its own (the per-mechanism breakdown); None if invalid."""
+    fields = ("name", "kind", "noise_multiplier", "sample_rate", "steps")
+    try:
+        return epsilon_pld([Mechanism(**{k: entry[k] for k in fields})], delta=delta)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def selection_section(selection: dict | None) -> str:
