@@ -1,0 +1,131 @@
+"""`privimage run` end to end on a tiny config: every artefact, one-line config errors, resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from privimage import pipeline
+from privimage.cli import main
+from privimage.privacy.accountant import epsilon_pld
+from privimage.privacy.ledger import Ledger
+from privimage.run_config import load_run_config
+
+# Small enough for CI: 62 glyph classes x 12 images, an 8-channel U-Net, a few steps of each stage.
+TINY = [
+    "data.glyphs_per_class=12",
+    "semantic.train.epochs=1",
+    "semantic.train.arch={width: 8, stages: 2, blocks: 1}",
+    "model.nf=8",
+    "pretrain.steps=4",
+    "pretrain.batch_size=16",
+    "pretrain.checkpoint_every=2",
+    "finetune.steps=3",
+    "finetune.batch_size=32",
+    "finetune.micro_batch=16",
+    "finetune.multiplicity=2",
+    "sample.n=40",
+    "sample.steps=3",
+    "privacy.seed=0",
+]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRIVIMAGE_CACHE", str(tmp_path / "cache"))
+
+
+def write_config(tmp_path, extra: str = "") -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("methods: [privimage, none]\nmodel: demo\n" + extra)
+    return str(path)
+
+
+def test_run_produces_every_artefact(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", write_config(tmp_path), *TINY, "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "privimage" in printed and "none" in printed and "epsilon" in printed
+
+    for name in ["config.json", "selection.json", "metrics.json", "report.html", "classifier/meta.json",
+                 "classifier/weights.safetensors", "privimage/ledger.json", "privimage/samples.npz",
+                 "privimage/pretrain/model.safetensors", "privimage/finetune/model.safetensors",
+                 "none/ledger.json", "none/samples.npz", "none/finetune/model.safetensors"]:
+        assert (out / name).is_file(), name
+    assert not (out / "none" / "pretrain").exists()  # the DPDM baseline has no pre-training
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"epsilon", "delta", "seconds", "selection_precision", "methods"}
+    assert set(metrics["methods"]) == {"privimage", "none"}
+    for name, m in metrics["methods"].items():
+        assert 0.0 <= m["ca"] <= 1.0 and m["fid"] is None
+        ledger = Ledger(out / name / "ledger.json", delta=1e-5, epsilon_budget=10.0)
+        # The reported epsilon is the ledger's composition of every mechanism, and meets the budget.
+        assert m["epsilon"] == pytest.approx(epsilon_pld(ledger.entries, delta=1e-5), rel=1e-6)
+        assert m["epsilon"] <= 10.0
+    assert [e.name for e in Ledger(out / "privimage" / "ledger.json", delta=1e-5, epsilon_budget=10.0).entries] == \
+        ["semantic_query", "finetune"]
+    assert [e.name for e in Ledger(out / "none" / "ledger.json", delta=1e-5, epsilon_budget=10.0).entries] == ["finetune"]
+    assert 0.0 <= metrics["selection_precision"] <= 1.0
+
+    with np.load(out / "privimage" / "samples.npz") as npz:
+        assert npz["x"].shape == (40, 16, 16, 1) and npz["x"].dtype == np.uint8
+        assert sorted(set(npz["y"].tolist())) == list(range(10))
+    html = (out / "report.html").read_text()
+    assert "semantic_query" in html and "selection" in html
+
+
+def test_killed_after_pretraining_resumes_without_redoing_it(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = load_run_config(write_config(tmp_path), TINY + ["methods=[privimage]"])
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "finetune", killed)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(config, out, device="cpu", progress=False)
+    pretrained = (out / "privimage" / "pretrain" / "model.safetensors").stat().st_mtime_ns
+    selection = (out / "selection.json").read_text()
+
+    pretrain_calls = []
+    original = pipeline.pretrain
+    monkeypatch.setattr(pipeline, "pretrain", lambda *a, **k: pretrain_calls.append(1) or original(*a, **k))
+    metrics = pipeline.run(config, out, device="cpu", progress=False)
+
+    assert (out / "privimage" / "pretrain" / "model.safetensors").stat().st_mtime_ns == pretrained  # not redone
+    assert (out / "selection.json").read_text() == selection  # the query was not released again
+    ledger = Ledger(out / "privimage" / "ledger.json", delta=1e-5, epsilon_budget=10.0)
+    assert [e.name for e in ledger.entries] == ["semantic_query", "finetune"]  # charged once each
+    assert ledger.entries[1].steps == 3
+    assert metrics["methods"]["privimage"]["epsilon"] <= 10.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("privacy.epsilon=0", "privacy.epsilon must be > 0"),
+    ("privacy.delta=1.5", "privacy.delta must be in (0, 1)"),
+    ("semantic.k=0", "semantic.k must be >= 1"),
+    ("data.resolution=32", "model is 16px"),
+    ("data.public=/no/such/folder", "data.public: path not found"),
+    ("privacy.epsilonn=3", "unknown key 'epsilonn'"),
+    ("methods=[privimage, dpgan]", "methods must be a non-empty subset"),
+])
+def test_bad_config_is_one_line_error(tmp_path, capsys, override, message):
+    assert main(["run", write_config(tmp_path), override, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_run_dir_of_another_config_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"hash": "0123", "config": {}}))
+    assert main(["run", write_config(tmp_path), *TINY, "--out", str(out)]) == 1
+    assert "different config" in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 1
+    assert "config file not found" in capsys.readouterr().err
