@@ -62,7 +62,9 @@ def test_three_steps_ledger_epsilon_equals_the_accountant(tmp_path, sensitive):
     assert "seed=3" in saved["noise_seed"]
 
 
-def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path, sensitive, monkeypatch):
+@pytest.mark.parametrize("killed_at, last_checkpoint", [(3, 2), (1, 0)])
+def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path, sensitive, monkeypatch, killed_at,
+                                                                        last_checkpoint):
     before = {k: v.clone() for k, v in fresh_net().state_dict().items()}
     net_a, ema_a, ledger_a = run(tmp_path / "a", sensitive)
     assert any(not torch.equal(before[k], v) for k, v in net_a.state_dict().items())
@@ -75,17 +77,17 @@ def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path,
     calls = {"n": 0}
     real_update = finetune_module.update_ema
 
-    def killed_after_step_3(ema, net, *, decay):  # the process dies after step 3 was charged
+    def killed(ema, net, *, decay):  # the process dies after step `killed_at` was charged
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == killed_at:
             raise KeyboardInterrupt
         real_update(ema, net, decay=decay)
 
-    monkeypatch.setattr(finetune_module, "update_ema", killed_after_step_3)
+    monkeypatch.setattr(finetune_module, "update_ema", killed)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", sensitive)
-    assert json.loads((tmp_path / "b" / "ft" / "state.json").read_text())["step"] == 2
-    assert Ledger(tmp_path / "b" / "ledger.json", delta=1e-5).entries[0].steps == 3
+    assert json.loads((tmp_path / "b" / "ft" / "state.json").read_text())["step"] == last_checkpoint
+    assert Ledger(tmp_path / "b" / "ledger.json", delta=1e-5).entries[0].steps == killed_at
     monkeypatch.setattr(finetune_module, "update_ema", real_update)
 
     net_b, ema_b, ledger_b = run(tmp_path / "b", sensitive, resume=True)

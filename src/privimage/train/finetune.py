@@ -130,6 +130,16 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
         raise UserError(f"{ledger.path}: {name!r} already spent {charged} steps; resume that run (--resume, same "
                         f"--out) or start a new release with a new ledger")
 
+
+    def save(step: int) -> None:
+        save_checkpoint(out_dir, net=net, ema=ema, optimizer=optimizer, step=step, kind="finetune",
+                        config=_json(config), generators={"noise": generator},
+                        ledger={"path": str(ledger.path), "name": name, "steps": _charged(ledger, name)},
+                        extra={"noise_multiplier": noise_multiplier, "sample_rate": q, "delta": ledger.delta,
+                               "epsilon": ledger.epsilon() if step == steps else None})
+
+    if not restored:
+        save(0)  # the randomness before step 1: a run killed before its first checkpoint can still resume
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
     log = RunLog(out_dir, start_step=start)
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
@@ -151,12 +161,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
                                noisy_grad_norm=round(stats["noisy_grad_norm"], 6))
             bar.set_postfix(eps=record["epsilon"], img_s=record["images_per_s"])
         if step % config.checkpoint_every == 0 or step == steps:
-            save_checkpoint(out_dir, net=net, ema=ema, optimizer=optimizer, step=step, kind="finetune",
-                            config=_json(config), generators={"noise": generator},
-                            ledger={"path": str(ledger.path), "name": name, "steps": _charged(ledger, name)},
-                            extra={"noise_multiplier": noise_multiplier, "sample_rate": q,
-                                   "epsilon": ledger.epsilon() if step == steps else None,
-                                   "delta": ledger.delta})
+            save(step)
     engine.ledger = ledger
     bar.close()
     print(f"privimage: DP fine-tuning done: epsilon = {ledger.epsilon():.4g} at delta = {ledger.delta:g} "
