@@ -81,7 +81,7 @@ class RunConfig:
 
 def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML config (None = defaults), apply `key=value` overrides, validate."""
-    data = read_yaml(path) if path is not None else {}
+    data = read_config_file(path) if path is not None else {}
     model = data.get("model")
     if isinstance(model, str):  # a named U-Net config, e.g. `model: cifar10`
         if model not in CONFIGS:
@@ -91,6 +91,26 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
     config = from_dict(RunConfig, data)
     validate(config)
     return config
+
+
+def read_config_file(path: str | Path, _seen: tuple = ()) -> dict:
+    """A YAML config; `base: other.yaml` (relative to this file) is read first and overridden section-wise."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise UserError(f"{path}: `base` configs form a cycle")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return merge(read_config_file(path.parent / base, _seen + (path.resolve(),)), data)
+
+
+def merge(base: dict, top: dict) -> dict:
+    """Nested dict merge: values of `top` win, sections are merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def validate(config: RunConfig) -> None:
