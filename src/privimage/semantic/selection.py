@@ -143,7 +143,8 @@ def select(noisy: np.ndarray, *, k: int, public_classes: list[str], sensitive_cl
             raise UserError(f"no public classes left for sensitive class {sensitive_classes[s]!r}; lower --fraction")
         classes.append(ClassSelection(sensitive_classes[s], chosen, [public_classes[p] for p in chosen],
                                       [float(noisy[s, p]) for p in chosen], [int(public_counts[p]) for p in chosen]))
-    return Selection(k=int(k), sigma_q=None if sigma_q is None else float(sigma_q), fraction=fraction,
+    return Selection(k=int(k), sigma_q=None if sigma_q is None else float(sigma_q),
+                     fraction=None if fraction is None else float(fraction),
                      n_public=int(public_counts.sum()), classes=classes)
 
 
