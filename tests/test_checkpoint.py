@@ -18,14 +18,6 @@ from privimage.train.pretrain import PretrainConfig, pretrain
 CONFIG = PretrainConfig(steps=6, batch_size=4, checkpoint_every=2, log_every=1, hflip=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images():
     x = np.random.default_rng(1).integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
@@ -58,11 +50,11 @@ def test_killed_then_resumed_pretraining_equals_uninterrupted(tmp_path, images, 
     calls = {"n": 0}
     real_update = pretrain_module.update_ema
 
-    def killed_at_step_5(ema, net, *, decay):
+    def killed_at_step_5(ema, net, *, decay, step):
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        real_update(ema, net, decay=decay)
+        real_update(ema, net, decay=decay, step=step)
 
     monkeypatch.setattr(pretrain_module, "update_ema", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):

@@ -8,15 +8,6 @@ from privimage.models.unet import CONFIGS, UNet
 from privimage.privacy.dpsgd import max_relative_error_vs_loop, per_sample_grads
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and stay fast when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_net(seed=0, name="tiny"):
     """A tiny model whose (zero-initialised) output layers are randomised, so every gradient is non-zero."""
     torch.manual_seed(seed)

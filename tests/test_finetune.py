@@ -18,15 +18,6 @@ from privimage.train.finetune import FinetuneConfig, calibrate_for_ledger, finet
 CONFIG = FinetuneConfig(steps=4, batch_size=6, micro_batch=4, multiplicity=2, checkpoint_every=2, log_every=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and stay fast when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sensitive():
     rng = np.random.default_rng(0)
@@ -77,11 +68,11 @@ def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path,
     calls = {"n": 0}
     real_update = finetune_module.update_ema
 
-    def killed(ema, net, *, decay):  # the process dies after step `killed_at` was charged
+    def killed(ema, net, *, decay, step):  # the process dies after step `killed_at` was charged
         calls["n"] += 1
         if calls["n"] == killed_at:
             raise KeyboardInterrupt
-        real_update(ema, net, decay=decay)
+        real_update(ema, net, decay=decay, step=step)
 
     monkeypatch.setattr(finetune_module, "update_ema", killed)
     with pytest.raises(KeyboardInterrupt):

@@ -4,20 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from privimage.cli import main
 from privimage.data import load_images
 from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.ledger import Ledger, Mechanism
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_set(path, n, seed):

@@ -15,15 +15,6 @@ from privimage.train.checkpoint import load_model
 from privimage.train.pretrain import PretrainConfig, pretrain
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and stay fast when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     """sklearn's 8x8 digits (levels 0..16) upscaled to 16x16 uint8."""

@@ -10,15 +10,6 @@ from privimage.models.unet import CONFIGS, UNet
 from privimage.sample import balanced_labels, generate, save_samples, sigma_steps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and stay fast when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def net():
     torch.manual_seed(0)

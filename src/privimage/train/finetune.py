@@ -153,7 +153,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
         for micro in torch.arange(len(idx), device=device).split(config.micro_batch):  # >= 1 chunk, maybe empty
             engine.accumulate(loss_fn, x[micro], y[micro], sigma[micro], noise[micro], drop[micro])
         stats = engine.step()
-        update_ema(ema, net, decay=config.ema_decay)
+        update_ema(ema, net, decay=config.ema_decay, step=step)
         bar.update(1)
         log.count(config.batch_size)
         if step % config.log_every == 0 or step == steps:

@@ -81,7 +81,7 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        update_ema(ema, net, decay=config.ema_decay)
+        update_ema(ema, net, decay=config.ema_decay, step=step)
         loss_sum += loss.detach()
         rate = log.count(config.batch_size)
         done = step + 1
