@@ -29,8 +29,8 @@ def to_model_input(x: np.ndarray) -> torch.Tensor:
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
-    """The given device, else CUDA when present, else CPU."""
-    if device is not None:
+    """The given device; None or "auto" (the pipeline's default): CUDA when present, else CPU."""
+    if device not in (None, "auto"):
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
