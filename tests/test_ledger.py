@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from privimage.errors import UserError
-from privimage.privacy import ledger as ledger_module
+from privimage import files
 from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.ledger import Ledger, Mechanism, check_delta
 
@@ -54,10 +54,10 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     ledger.charge(QUERY)
     before = path.read_text()
 
-    def broken_dump(*args, **kwargs):
+    def broken_fsync(*args, **kwargs):  # the temporary file is written, then the disk fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(ledger_module.json, "dump", broken_dump)
+    monkeypatch.setattr(files.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         ledger.charge(Mechanism("second", "gaussian", noise_multiplier=30.0))
     assert path.read_text() == before  # the old ledger survives a failed write intact

@@ -17,7 +17,6 @@ Example:
     >>> metrics = run(load_run_config("configs/demo.yaml"), "runs/demo")
 """
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from privimage.privacy.rng import noise_generator
 from privimage.run_config import RunConfig
 from privimage.sample import generate, save_samples
 from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
-from privimage.semantic.jsonio import read_json, write_json_atomic
+from privimage.files import read_json, write_json_atomic
 from privimage.semantic.query import dp_semantic_distribution
 from privimage.semantic.selection import Selection, apply_selection, random_subset, select, selection_precision
 from privimage.train.finetune import calibrate_for_ledger, finetune, plan

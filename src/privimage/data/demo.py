@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
+from privimage.files import atomic_path
 
 DIGIT_CLASSES = "0123456789"
 DEFAULT_CHARS = DIGIT_CLASSES + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "abcdefghijklmnopqrstuvwxyz"
@@ -122,7 +122,8 @@ def render_glyphs(*, per_class: int = 300, resolution: int = 16, seed: int = 0, 
     x = upscale_levels(levels.reshape(-1, BLOCKS, BLOCKS), resolution)  # (K * per_class, R, R, 1)
     y = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
     if cache:
-        _save_npz_atomic(path, x=x, y=y)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, x=x, y=y)
     return ImageSet(x, y, list(classes), source, meta)
 
 
@@ -269,16 +270,3 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
             return {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-
-
-def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write to a temporary file beside `path`, then os.replace: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

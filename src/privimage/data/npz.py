@@ -5,8 +5,6 @@ back like any dataset. Object arrays are refused (allow_pickle=False): they woul
 """
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 from privimage.data.imageset import ImageSet
 from privimage.data.transform import transform_array
 from privimage.errors import UserError
+from privimage.files import atomic_path
 
 
 def read_npz(path: Path, *, resolution: int | None, channels: int | None) -> ImageSet:
@@ -49,16 +48,8 @@ def write_npz(images: ImageSet, path: Path) -> None:
     The file appears complete or not at all (temp file + os.replace), so an interrupted write never
     leaves a truncated dataset or cache entry behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f, x=images.x, y=images.y, classes=np.array(images.classes, dtype=str),
-                source=np.array(images.source), meta=np.array(json.dumps(images.meta)),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f, x=images.x, y=images.y, classes=np.array(images.classes, dtype=str),
+            source=np.array(images.source), meta=np.array(json.dumps(images.meta)),
+        )

@@ -16,12 +16,11 @@ fills in epsilon_pld and `summary()` both, rewriting the file.
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from privimage.errors import UserError
+from privimage.files import write_json_atomic
 from privimage.privacy.accountant import check_delta, epsilon_pld, epsilon_rdp
 from privimage.privacy.mechanism import Mechanism
 
@@ -193,16 +192,5 @@ class Ledger:
         }
 
     def _write(self) -> None:
-        """Atomic replace: write a temporary file beside the ledger, fsync, then os.replace."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._state(), f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Atomic replace (temporary file beside the ledger, fsync, rename): a kill never loses an entry."""
+        write_json_atomic(self.path, self._state())

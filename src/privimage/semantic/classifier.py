@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
-from privimage.semantic.jsonio import read_json, write_json_atomic
+from privimage.files import read_json, write_json_atomic
 from privimage.semantic.network import ResNet, ResNetConfig
 
 FORMAT = "privimage-classifier/1"

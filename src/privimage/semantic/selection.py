@@ -18,7 +18,7 @@ import numpy as np
 
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
-from privimage.semantic.jsonio import read_json, write_json_atomic
+from privimage.files import read_json, write_json_atomic
 
 
 @dataclass

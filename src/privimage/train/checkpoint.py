@@ -12,15 +12,15 @@ SECRET of the training run (with it one could recompute the noise). Release only
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from privimage.errors import UserError
+from privimage.files import atomic_path, write_json_atomic
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import UNet, UNetConfig
 
@@ -87,9 +87,11 @@ def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     state = {"step": step, "kind": kind, "model": model_meta(net), "config": config,
              "optimizer": opt["param_groups"], "ledger": ledger, **(extra or {})}
-    _atomic(path / MODEL_FILE, lambda tmp: save_file(_cpu(weights), tmp, metadata=meta))
-    _atomic(path / STATE_FILE, lambda tmp: save_file(_cpu(tensors), tmp, metadata=meta))
-    _atomic(path / JSON_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=1)))
+    with atomic_path(path / MODEL_FILE) as tmp:
+        save_file(_cpu(weights), str(tmp), metadata=meta)
+    with atomic_path(path / STATE_FILE) as tmp:
+        save_file(_cpu(tensors), str(tmp), metadata=meta)
+    write_json_atomic(path / JSON_FILE, state)
 
 
 def load_checkpoint(path) -> Checkpoint:
@@ -125,11 +127,3 @@ def _strip(weights: dict, prefix: str) -> dict:
 
 def _cpu(tensors: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-
-
-def _atomic(target: Path, write) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    write(str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
