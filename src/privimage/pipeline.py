@@ -80,7 +80,7 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
         q, steps = plan(config.finetune, len(sensitive))
         sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps)
         net = finetune(net, sensitive, config=config.finetune, noise_multiplier=sigma, ledger=ledger,
-                       out_dir=mdir / "finetune", seed=config.privacy.seed, device=device, resume=True,
+                       out_dir=mdir / "finetune", seed=noise_seed(config, 1), device=device, resume=True,
                        progress=progress)
 
         # Sample and evaluate (post-processing: no privacy cost; CA tests on the held-out real split).
@@ -159,13 +159,18 @@ def query_and_select(config: RunConfig, classifier, sensitive: ImageSet, public:
     if ledger.has("semantic_query"):
         raise UserError(f"{ledger.path} charged the semantic query but {path} is missing (run killed mid-step); "
                         f"start a new run directory")
-    generator, _ = noise_generator(config.privacy.seed)
+    generator, _ = noise_generator(noise_seed(config, 0))
     noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=s.sigma_q, generator=generator,
                                      ledger=ledger)
     selection = select(noisy, k=s.k, public_classes=public.classes, sensitive_classes=sensitive.classes,
                        public_counts=public.counts(), sigma_q=s.sigma_q, fraction=s.fraction)
     selection.save(path)
     return selection
+
+
+def noise_seed(config: RunConfig, mechanism: int) -> int | None:
+    """None (os.urandom) by default; with a test seed, a different stream per mechanism (never shared noise)."""
+    return None if config.privacy.seed is None else config.privacy.seed + mechanism
 
 
 def baseline_public_data(method: str, config: RunConfig, public: ImageSet, sensitive_classes: list[str],
