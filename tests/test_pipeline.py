@@ -96,6 +96,7 @@ def test_killed_after_pretraining_resumes_without_redoing_it(tmp_path, monkeypat
     ("data.resolution=32", "model is 16px"),
     ("data.public=/no/such/folder", "data.public: path not found"),
     ("privacy.epsilonn=3", "unknown key 'epsilonn'"),
+    ("privacy.delta=tiny", "privacy.delta: expected a number"),
     ("methods=[privimage, dpgan]", "methods must be a non-empty subset"),
 ])
 def test_bad_config_is_one_line_error(tmp_path, capsys, override, message):
@@ -103,6 +104,11 @@ def test_bad_config_is_one_line_error(tmp_path, capsys, override, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_yaml_exponent_without_dot_is_a_number():
+    config = load_run_config(TINY_CONFIG, ["privacy.delta=1e-5"])  # YAML 1.1 reads this as a string
+    assert config.privacy.delta == 1e-5
 
 
 def test_run_dir_of_another_config_is_refused(tmp_path, capsys):

@@ -55,6 +55,7 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
     # 1. Semantic query function: trained on public labels only (it never sees sensitive data).
     if "privimage" in config.methods:
         classifier = semantic_query_function(config, public, out / "classifier", device=device)
+    setup_seconds = round(time.time() - t0, 1)  # data + semantic classifier, shared by all methods
 
     for method in config.methods:
         t_method, mdir = time.time(), out / method
@@ -94,6 +95,7 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
         "epsilon": max(m["epsilon"] for m in methods.values()),
         "delta": config.privacy.delta,
         "seconds": round(time.time() - t0, 1),
+        "setup_seconds": setup_seconds,
         "selection_precision": precision(config, selection),
         "methods": methods,
     }
