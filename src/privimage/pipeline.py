@@ -86,6 +86,7 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
 
         # Sample and evaluate (post-processing: no privacy cost; CA tests on the held-out real split).
         t_finetune = time.time() - t_step
+        ledger.summary()  # rewrites ledger.json with the final PLD epsilon and the RDP cross-check
         methods[method] = sample_and_evaluate(config, net, mdir, test, ledger, device=device, progress=progress)
         methods[method]["seconds"] = round(time.time() - t_method, 1)
         methods[method]["step_seconds"] = {"pretrain": round(t_pretrain, 1), "finetune": round(t_finetune, 1),
