@@ -46,12 +46,12 @@ def test_run_produces_every_artefact(tmp_path, capsys):
     assert set(metrics["methods"]) == {"privimage", "none"}
     for name, m in metrics["methods"].items():
         assert 0.0 <= m["ca"] <= 1.0 and m["fid"] is None
+        written = json.loads((out / name / "ledger.json").read_text())  # as the run left it
+        assert written["epsilon_pld"] == pytest.approx(m["epsilon"]) and written["epsilon_rdp"] >= m["epsilon"] * 0.9
         ledger = Ledger(out / name / "ledger.json", delta=1e-5, epsilon_budget=10.0)
         # The reported epsilon is the ledger's composition of every mechanism, and meets the budget.
         assert m["epsilon"] == pytest.approx(epsilon_pld(ledger.entries, delta=1e-5), rel=1e-6)
         assert m["epsilon"] <= 10.0
-        written = json.loads((out / name / "ledger.json").read_text())
-        assert written["epsilon_pld"] == pytest.approx(m["epsilon"]) and written["epsilon_rdp"] >= m["epsilon"] * 0.9
     assert [e.name for e in Ledger(out / "privimage" / "ledger.json", delta=1e-5, epsilon_budget=10.0).entries] == \
         ["semantic_query", "finetune"]
     assert [e.name for e in Ledger(out / "none" / "ledger.json", delta=1e-5, epsilon_budget=10.0).entries] == ["finetune"]
