@@ -22,6 +22,7 @@ VERSION = 1  # bump when a reader's output changes, so old entries are not reuse
 
 
 def cache_dir() -> Path:
+    """$PRIVIMAGE_CACHE, default ~/.cache/privimage: decoded datasets, demo glyphs, FID statistics."""
     return Path(os.environ.get("PRIVIMAGE_CACHE") or Path.home() / ".cache" / "privimage")
 
 

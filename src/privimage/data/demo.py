@@ -18,7 +18,6 @@ Example:
 
 import hashlib
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter, map_coordinates
 from tqdm import tqdm
 
+from privimage.data.cache import cache_dir
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
 from privimage.files import atomic_path
@@ -140,11 +140,6 @@ def matching_public_classes(sensitive_classes: list[str], public_classes: list[s
 def digit_mask(classes: list[str]) -> np.ndarray:
     """(len(classes),) bool: which classes are the digits 0-9 (the public classes that help the demo)."""
     return np.array([name in DIGIT_CLASSES and len(name) == 1 for name in classes], dtype=bool)
-
-
-def cache_dir() -> Path:
-    """$PRIVIMAGE_CACHE, default ~/.cache/privimage."""
-    return Path(os.environ.get("PRIVIMAGE_CACHE") or Path.home() / ".cache" / "privimage")
 
 
 def upscale_levels(levels: np.ndarray, resolution: int) -> np.ndarray:

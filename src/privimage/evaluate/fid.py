@@ -19,6 +19,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from privimage.data.cache import cache_dir as data_cache_dir
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
 from privimage.evaluate.ca import default_device
@@ -75,8 +76,7 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def cache_dir() -> Path:
     """$PRIVIMAGE_CACHE/fid, default ~/.cache/privimage/fid."""
-    root = os.environ.get("PRIVIMAGE_CACHE") or Path.home() / ".cache" / "privimage"
-    return Path(root) / "fid"
+    return data_cache_dir() / "fid"
 
 
 def weights_id(weights: str | Path | None) -> str:
