@@ -21,7 +21,7 @@ from privimage.models.edm import EDMLoss, EDMPrecond
 from privimage.models.unet import CONFIGS, UNet, count_parameters
 from privimage.privacy.dpsgd import DPSGD
 from privimage.sample import edm_sampler
-from privimage.train.runlog import resolve_device
+from privimage.device import resolve_device
 
 
 def _batch(cfg, n, device, k=1):

@@ -11,7 +11,7 @@ import torch
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
 from privimage.privacy.ledger import Ledger, Mechanism
-from privimage.privacy.rng import noise_generator
+from privimage.privacy.rng import noise_source
 from privimage.semantic.classifier import ClassifierMeta, build_classifier, predict_topk
 from privimage.semantic.network import ResNetConfig
 from privimage.semantic.query import dp_semantic_distribution
@@ -35,7 +35,7 @@ def sensitive_set(n: int, num_classes: int, *, seed: int = 0) -> ImageSet:
 
 
 def exact(model, sensitive, k, *, labelled=True):
-    return dp_semantic_distribution(model, sensitive, k=k, sigma_q=0.0, generator=noise_generator(seed=0)[0],
+    return dp_semantic_distribution(model, sensitive, k=k, sigma_q=0.0, noise=noise_source(0),
                                     ledger=None, labelled=labelled, allow_zero_noise=True)
 
 
@@ -60,7 +60,7 @@ def test_noise_std_is_sigma_q_sqrt_k_on_every_cell(tmp_path):
     for trial in range(10):
         ledger = Ledger(tmp_path / f"ledger{trial}.json", delta=1e-5)
         noisy = dp_semantic_distribution(model, sensitive, k=k, sigma_q=sigma_q,
-                                         generator=noise_generator(seed=trial)[0], ledger=ledger)
+                                         noise=noise_source(trial), ledger=ledger)
         deviations.append(noisy - histogram)  # (3, 200)
     deviations = np.stack(deviations).ravel()  # 6000 draws
     expected = sigma_q * math.sqrt(k)
@@ -73,7 +73,7 @@ def test_same_seed_same_release_and_different_seeds_differ(tmp_path):
     model, sensitive = random_classifier(8), sensitive_set(20, 2)
 
     def release(name, seed):
-        return dp_semantic_distribution(model, sensitive, k=2, sigma_q=1.0, generator=noise_generator(seed=seed)[0],
+        return dp_semantic_distribution(model, sensitive, k=2, sigma_q=1.0, noise=noise_source(seed),
                                         ledger=Ledger(tmp_path / name, delta=1e-5))
 
     assert np.array_equal(release("a.json", 7), release("b.json", 7))
@@ -83,13 +83,13 @@ def test_same_seed_same_release_and_different_seeds_differ(tmp_path):
 def test_ledger_records_the_query_once(tmp_path):
     model, sensitive = random_classifier(8), sensitive_set(20, 2)
     ledger = Ledger(tmp_path / "ledger.json", delta=1e-5)
-    gen = noise_generator(seed=1)[0]
-    dp_semantic_distribution(model, sensitive, k=2, sigma_q=3.0, generator=gen, ledger=ledger)
+    gen = noise_source(1)
+    dp_semantic_distribution(model, sensitive, k=2, sigma_q=3.0, noise=gen, ledger=ledger)
     assert ledger.entries == [Mechanism("semantic_query", "gaussian", noise_multiplier=3.0, sample_rate=1.0, steps=1)]
     on_disk = json.loads((tmp_path / "ledger.json").read_text())
     assert [e["name"] for e in on_disk["entries"]] == ["semantic_query"]
     with pytest.raises(UserError, match="already in the ledger"):
-        dp_semantic_distribution(model, sensitive, k=2, sigma_q=3.0, generator=gen, ledger=ledger)
+        dp_semantic_distribution(model, sensitive, k=2, sigma_q=3.0, noise=gen, ledger=ledger)
     assert len(Ledger(tmp_path / "ledger.json", delta=1e-5).entries) == 1
 
 
@@ -97,7 +97,7 @@ def test_over_budget_query_is_refused_before_release(tmp_path):
     model, sensitive = random_classifier(8), sensitive_set(20, 2)
     ledger = Ledger(tmp_path / "ledger.json", delta=1e-5, epsilon_budget=0.1)
     with pytest.raises(UserError, match="budget"):
-        dp_semantic_distribution(model, sensitive, k=2, sigma_q=1.0, generator=noise_generator(seed=0)[0],
+        dp_semantic_distribution(model, sensitive, k=2, sigma_q=1.0, noise=noise_source(0),
                                  ledger=ledger)
     assert ledger.entries == []
 
@@ -105,18 +105,18 @@ def test_over_budget_query_is_refused_before_release(tmp_path):
 def test_zero_noise_needs_explicit_opt_in_and_charges_nothing(tmp_path):
     model, sensitive = random_classifier(8), sensitive_set(20, 2)
     ledger = Ledger(tmp_path / "ledger.json", delta=1e-5)
-    gen = noise_generator(seed=0)[0]
+    gen = noise_source(0)
     with pytest.raises(ValueError, match="allow_zero_noise"):
-        dp_semantic_distribution(model, sensitive, k=2, sigma_q=0.0, generator=gen, ledger=ledger)
-    dp_semantic_distribution(model, sensitive, k=2, sigma_q=0.0, generator=gen, ledger=ledger, allow_zero_noise=True)
+        dp_semantic_distribution(model, sensitive, k=2, sigma_q=0.0, noise=gen, ledger=ledger)
+    dp_semantic_distribution(model, sensitive, k=2, sigma_q=0.0, noise=gen, ledger=ledger, allow_zero_noise=True)
     assert ledger.entries == []
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="sigma_q"):
-            dp_semantic_distribution(model, sensitive, k=2, sigma_q=bad, generator=gen, ledger=ledger)
+            dp_semantic_distribution(model, sensitive, k=2, sigma_q=bad, noise=gen, ledger=ledger)
     with pytest.raises(ValueError, match="ledger is required"):
-        dp_semantic_distribution(model, sensitive, k=2, sigma_q=1.0, generator=gen, ledger=None)
+        dp_semantic_distribution(model, sensitive, k=2, sigma_q=1.0, noise=gen, ledger=None)
     with pytest.raises(ValueError, match="k must be"):
-        dp_semantic_distribution(model, sensitive, k=0, sigma_q=1.0, generator=gen, ledger=ledger)
+        dp_semantic_distribution(model, sensitive, k=0, sigma_q=1.0, noise=gen, ledger=ledger)
 
 
 def test_huge_noise_makes_the_selection_close_to_uniform(tmp_path):
@@ -129,7 +129,7 @@ def test_huge_noise_makes_the_selection_close_to_uniform(tmp_path):
         out = []
         for trial in range(trials):
             noisy = dp_semantic_distribution(model, sensitive, k=1, sigma_q=sigma_q,
-                                             generator=noise_generator(seed=trial)[0],
+                                             noise=noise_source(trial),
                                              ledger=Ledger(tmp_path / f"{sigma_q}-{trial}.json", delta=1e-5))
             selection = select(noisy, k=1, public_classes=[f"p{i}" for i in range(12)],
                                sensitive_classes=sensitive.classes, public_counts=np.full(12, 10))

@@ -33,7 +33,7 @@ from privimage.models.edm import EDMPrecond
 from privimage.models.unet import UNet
 from privimage.privacy.accountant import check_delta
 from privimage.privacy.ledger import Ledger
-from privimage.privacy.rng import noise_generator
+from privimage.privacy.rng import noise_generator, noise_source
 from privimage.run_config import RunConfig
 from privimage.sample import generate, save_samples
 from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
@@ -60,7 +60,7 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
     for method in config.methods:
         t_method, mdir = time.time(), out / method
         ledger = Ledger(mdir / "ledger.json", delta=config.privacy.delta, epsilon_budget=config.privacy.epsilon,
-                        noise_seed=noise_generator(config.privacy.seed)[1])
+                        noise_seed=noise_source(config.privacy.seed).describe())
         if method == "privimage":
             # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
             selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
@@ -162,8 +162,8 @@ def query_and_select(config: RunConfig, classifier, sensitive: ImageSet, public:
     if ledger.has("semantic_query"):
         raise UserError(f"{ledger.path} charged the semantic query but {path} is missing (run killed mid-step); "
                         f"start a new run directory")
-    generator, _ = noise_generator(noise_seed(config, 0))
-    noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=s.sigma_q, generator=generator,
+    noise = noise_source(noise_seed(config, 0))
+    noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=s.sigma_q, noise=noise,
                                      ledger=ledger)
     selection = select(noisy, k=s.k, public_classes=public.classes, sensitive_classes=sensitive.classes,
                        public_counts=public.counts(), sigma_q=s.sigma_q, fraction=s.fraction)

@@ -19,20 +19,10 @@ from torch import nn
 from tqdm import tqdm
 
 from privimage.data.imageset import ImageSet
+from privimage.data.tensors import to_model_space
+from privimage.device import resolve_device
 from privimage.errors import UserError
 from privimage.evaluate.classifiers import CLASSIFIERS, Recipe
-
-
-def to_model_input(x: np.ndarray) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, C, H, W) float in [-1, 1]."""
-    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def default_device(device: str | torch.device | None) -> torch.device:
-    """The given device; None or "auto" (the pipeline's default): CUDA when present, else CPU."""
-    if device not in (None, "auto"):
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def check_compatible(train: ImageSet, test: ImageSet) -> None:
@@ -64,7 +54,7 @@ def train_classifier(
     batch = min(recipe.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    x_all, y_all = to_model_input(train.x), torch.from_numpy(train.y)
+    x_all, y_all = to_model_space(train.x), torch.from_numpy(train.y)
     shuffle = torch.Generator().manual_seed(seed)
     net.train()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, file=sys.stderr, leave=False)
@@ -89,7 +79,7 @@ def accuracy(net: nn.Module, test: ImageSet, *, device: torch.device, batch_size
     net.eval()
     correct = 0
     for i in range(0, len(test), batch_size):
-        logits = net(to_model_input(test.x[i : i + batch_size]).to(device))  # (B, num_classes)
+        logits = net(to_model_space(test.x[i : i + batch_size]).to(device))  # (B, num_classes)
         correct += (logits.argmax(1).cpu() == torch.from_numpy(test.y[i : i + batch_size])).sum().item()
     return correct / len(test)
 
@@ -111,7 +101,7 @@ def classification_accuracy(
         raise UserError(f"epochs must be >= 1, got {epochs}")
     check_compatible(train, test)
     recipe = CLASSIFIERS[classifier]
-    dev = default_device(device)
+    dev = resolve_device(device)
     net = train_classifier(
         train, recipe, epochs=epochs or recipe.epochs, seed=seed, device=dev, progress=progress, desc=f"CA {classifier}"
     )

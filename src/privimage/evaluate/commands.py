@@ -12,7 +12,8 @@ import numpy as np
 
 from privimage.data import ImageSet, load_images
 from privimage.errors import UserError
-from privimage.evaluate.ca import classification_accuracies, default_device
+from privimage.device import resolve_device
+from privimage.evaluate.ca import classification_accuracies
 from privimage.evaluate.classifiers import CLASSIFIERS
 
 METRICS = ("ca", "fid", "prd")
@@ -50,7 +51,7 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{args.samples}: labels must lie in [0, {len(test.classes)}) (the classes of {args.real}), "
                         f"got {y.min()}..{y.max()}")
     synthetic = ImageSet(x, y, list(test.classes), source=str(args.samples))
-    device = default_device(args.device)
+    device = resolve_device(args.device)
     out: dict = {"samples": str(args.samples), "n_synthetic": len(synthetic), "real": str(args.real)}
     if "ca" in metrics:
         real_train = load_images(args.real, split="train", resolution=res, channels=ch) if args.real_reference else None

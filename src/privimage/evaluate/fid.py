@@ -22,7 +22,7 @@ import torch
 from privimage.data.cache import cache_dir as data_cache_dir
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
-from privimage.evaluate.ca import default_device
+from privimage.device import resolve_device
 from privimage.evaluate.inception import default_weights_path, inception_features, load_inception
 
 
@@ -124,7 +124,7 @@ def fid_of_sets(
     """
     if num_samples < 2:
         raise UserError(f"FID num_samples must be >= 2, got {num_samples}")
-    dev = default_device(device)
+    dev = resolve_device(device)
     net = load_inception(weights, device=dev)  # fails before any work when the weights are missing
     if len(synthetic) < num_samples:
         print(f"fid: only {len(synthetic)} synthetic images (asked for {num_samples}); FID is biased up", file=sys.stderr)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from privimage.data.tensors import to_model_space, to_uint8  # noqa: F401 (re-exported)
 from privimage.models.unet import UNet
 
 
@@ -84,17 +85,6 @@ class EDMLoss:
         weight = (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2  # (B*K,)
         per_copy = weight * ((denoised - y) ** 2).mean(dim=(1, 2, 3))  # (B*K,)
         return per_copy.reshape(b, k).mean(dim=1)
-
-
-def to_model_space(x: np.ndarray | torch.Tensor, device=None) -> torch.Tensor:
-    """uint8 images (N, H, W, C), array or tensor -> float32 (N, C, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
-    return x.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C), clipped and rounded."""
-    return (x * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def estimate_sigma_data(x: np.ndarray) -> float:

@@ -35,6 +35,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from privimage.data.imageset import ImageSet
+from privimage.data.tensors import to_model_space
+from privimage.device import resolve_device
 from privimage.errors import UserError
 from privimage.files import read_json, write_json_atomic
 from privimage.semantic.network import ResNet, ResNetConfig
@@ -155,11 +157,7 @@ def load_classifier(path: str | Path, *, device: str | None = None) -> tuple[Cla
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise UserError(f"{path}/weights.safetensors does not match meta.json's architecture: {first}") from None
-    return model.to(device or default_device()).eval(), meta
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(resolve_device(device)).eval(), meta
 
 
 def to_model_input(x: torch.Tensor, *, channels: int, resolution: int) -> torch.Tensor:
@@ -167,7 +165,7 @@ def to_model_input(x: torch.Tensor, *, channels: int, resolution: int) -> torch.
 
     Channels: grey -> RGB repeats, RGB -> grey uses ITU-R 601 luma. Size: bilinear with antialiasing.
     """
-    h = x.permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, C, H, W)
+    h = to_model_space(x)  # (B, C, H, W)
     if h.shape[1] == 1 and channels == 3:
         h = h.expand(-1, 3, -1, -1)
     elif h.shape[1] == 3 and channels == 1:
@@ -175,7 +173,7 @@ def to_model_input(x: torch.Tensor, *, channels: int, resolution: int) -> torch.
         h = (h * luma).sum(dim=1, keepdim=True)
     if h.shape[2:] != (resolution, resolution):
         h = F.interpolate(h, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return h.contiguous()  # NCHW-contiguous: a permuted (channels-last) view crashes some CPU kernels
+    return h.clone(memory_format=torch.contiguous_format)  # standard strides (see data/tensors.py)
 
 
 @torch.inference_mode()
@@ -212,7 +210,8 @@ def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Gener
         rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
         cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
         batch = torch.arange(b, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        x = x.clone(memory_format=torch.contiguous_format)  # standard strides (see to_model_input)
     if flip:
         mirror = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(mirror[:, None, None, None], x.flip(3), x)
@@ -227,7 +226,7 @@ def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction
     privacy is spent here.
     """
     _check_training_input(public, config, val_fraction)
-    device = device or default_device()
+    device = resolve_device(device)
     meta = ClassifierMeta(
         classes=list(public.classes), resolution=public.resolution, channels=public.channels,
         mean=[0.5] * public.channels, std=[0.5] * public.channels, architecture=config.arch,

@@ -11,7 +11,7 @@ from pathlib import Path
 from privimage.data import load_images
 from privimage.errors import UserError
 from privimage.privacy.ledger import Ledger
-from privimage.privacy.rng import noise_generator
+from privimage.privacy.rng import noise_source
 from privimage.semantic.classifier import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from privimage.semantic.network import ResNetConfig
 from privimage.semantic.query import MECHANISM_NAME, dp_semantic_distribution
@@ -89,10 +89,10 @@ def run_query(args) -> int:
     sensitive_classes = [UNLABELLED_CLASS] if args.unlabelled else sensitive.classes
     check_selectable(k=args.k, num_sensitive=len(sensitive_classes), public_counts=public.counts(),
                      fraction=args.fraction)  # before any privacy is spent
-    generator, seed_note = noise_generator(seed=args.seed)
+    noise = noise_source(args.seed)
     ledger = Ledger(args.out / "ledger.json", delta=args.delta, epsilon_budget=args.epsilon_budget,
-                    noise_seed=seed_note)
-    noisy = dp_semantic_distribution(model, sensitive, k=args.k, sigma_q=args.sigma_q, generator=generator,
+                    noise_seed=noise.describe())
+    noisy = dp_semantic_distribution(model, sensitive, k=args.k, sigma_q=args.sigma_q, noise=noise,
                                      ledger=ledger, labelled=not args.unlabelled, progress=True)
     selection = select(noisy, k=args.k, public_classes=meta.classes, sensitive_classes=sensitive_classes,
                        public_counts=public.counts(), sigma_q=args.sigma_q, fraction=args.fraction)

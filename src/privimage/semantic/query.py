@@ -15,13 +15,14 @@ import torch
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
 from privimage.privacy.ledger import Ledger, Mechanism
+from privimage.privacy.rng import NoiseSource
 from privimage.semantic.classifier import Classifier, predict_topk
 
 MECHANISM_NAME = "semantic_query"
 
 
 def dp_semantic_distribution(classifier: Classifier, sensitive: ImageSet, *, k: int, sigma_q: float,
-                             generator: torch.Generator, ledger: Ledger | None, labelled: bool = True,
+                             noise: NoiseSource, ledger: Ledger | None, labelled: bool = True,
                              batch_size: int = 512, allow_zero_noise: bool = False,
                              progress: bool = False) -> np.ndarray:
     """Noisy semantic distribution (S, P) float64: row s = noisy top-k votes of sensitive class s.
@@ -29,11 +30,10 @@ def dp_semantic_distribution(classifier: Classifier, sensitive: ImageSet, *, k: 
     sigma_q is the noise multiplier (noise std / L2 sensitivity). `ledger` is charged once with
     Mechanism("semantic_query", "gaussian", sigma_q) before the release. sigma_q = 0 is refused unless
     `allow_zero_noise=True` (tests only): then nothing is charged and the exact histogram is returned,
-    which is NOT private.
+    which is NOT private. The noise comes from `noise` (stream "semantic_query/noise", drawn once).
 
     Example:
-        gen, _ = noise_generator()
-        noisy = dp_semantic_distribution(model, sensitive, k=5, sigma_q=484.0, generator=gen,
+        noisy = dp_semantic_distribution(model, sensitive, k=5, sigma_q=484.0, noise=NoiseSource.fresh(),
                                          ledger=Ledger("run/ledger.json", delta=1e-5))
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -64,6 +64,6 @@ def dp_semantic_distribution(classifier: Classifier, sensitive: ImageSet, *, k: 
 
     ledger.charge(Mechanism(MECHANISM_NAME, "gaussian", noise_multiplier=float(sigma_q), sample_rate=1.0, steps=1))
     std = float(sigma_q) * math.sqrt(k)
-    noise = torch.normal(0.0, std, size=(num_rows, num_public), generator=generator, dtype=torch.float64,
-                         device=generator.device)  # (S, P)
-    return histogram + noise.cpu().numpy()
+    cell_noise = noise.gaussian((num_rows, num_public), std=std, stream=f"{MECHANISM_NAME}/noise", counter=0,
+                                dtype=torch.float64)  # (S, P)
+    return histogram + cell_noise.numpy()

@@ -8,7 +8,7 @@ class is relabelled to that row's sensitive class. How many classes a row takes:
   * fraction mode: classes in rank order until the row's public images reach
     fraction * len(public) / S (the last class may overshoot), so the pre-training set is about
     `fraction` of the public data, split evenly over the sensitive classes.
-selection.json records only noisy counts, never the exact histogram.
+selection.json records only noisy counts, rounded to integers, never the exact histogram.
 """
 
 from dataclasses import dataclass
@@ -64,7 +64,7 @@ class Selection:
                     "sensitive_class": c.sensitive_class,
                     "public_ids": list(c.public_ids),
                     "public_names": list(c.public_names),
-                    "noisy_counts": [round(v, 3) for v in c.noisy_counts],
+                    "noisy_counts": [int(round(v)) for v in c.noisy_counts],  # integers: no noise digits
                     "image_counts": list(c.image_counts),
                 }
                 for c in self.classes
@@ -142,7 +142,7 @@ def select(noisy: np.ndarray, *, k: int, public_classes: list[str], sensitive_cl
         if not chosen:
             raise UserError(f"no public classes left for sensitive class {sensitive_classes[s]!r}; lower --fraction")
         classes.append(ClassSelection(sensitive_classes[s], chosen, [public_classes[p] for p in chosen],
-                                      [float(noisy[s, p]) for p in chosen], [int(public_counts[p]) for p in chosen]))
+                                      [float(round(noisy[s, p])) for p in chosen], [int(public_counts[p]) for p in chosen]))
     return Selection(k=int(k), sigma_q=None if sigma_q is None else float(sigma_q),
                      fraction=None if fraction is None else float(fraction),
                      n_public=int(public_counts.sum()), classes=classes)

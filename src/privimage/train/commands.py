@@ -20,7 +20,7 @@ from privimage.sample import SAMPLERS, generate, save_samples
 from privimage.train.checkpoint import JSON_FILE, load_checkpoint, load_model
 from privimage.train.finetune import FinetuneConfig, calibrate_for_ledger, finetune, plan
 from privimage.train.pretrain import PretrainConfig, pretrain
-from privimage.train.runlog import resolve_device
+from privimage.device import resolve_device
 
 
 def new_model(name: str, num_classes: int) -> EDMPrecond:

@@ -41,7 +41,8 @@ from privimage.privacy.rng import noise_generator
 from privimage.train.checkpoint import JSON_FILE, load_checkpoint, save_checkpoint
 from privimage.train.ema import make_ema, update_ema
 from privimage.train.pretrain import check_images
-from privimage.train.runlog import RunLog, resolve_device
+from privimage.device import resolve_device
+from privimage.train.runlog import RunLog
 
 
 @dataclass(frozen=True)

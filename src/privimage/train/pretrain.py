@@ -22,7 +22,8 @@ from privimage.models.edm import EDMLoss, EDMPrecond, to_model_space
 from privimage.privacy.rng import noise_generator
 from privimage.train.checkpoint import JSON_FILE, load_checkpoint, save_checkpoint
 from privimage.train.ema import make_ema, update_ema
-from privimage.train.runlog import RunLog, resolve_device
+from privimage.device import resolve_device
+from privimage.train.runlog import RunLog
 
 
 @dataclass(frozen=True)

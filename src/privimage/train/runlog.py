@@ -1,17 +1,8 @@
-"""The per-run training log (log.jsonl, one JSON object per logged step) and the device choice."""
+"""The per-run training log (log.jsonl, one JSON object per logged step)."""
 
 import json
 import time
 from pathlib import Path
-
-import torch
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """"auto" (or None) -> cuda when present, else cpu; anything else as given."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class RunLog:
