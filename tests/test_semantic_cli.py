@@ -56,7 +56,7 @@ def test_query_selects_the_matching_public_classes(trees, capsys, tmp_path):
     assert selection["k"] == 1 and selection["sigma_q"] == 2.0
     ledger = json.loads((out / "ledger.json").read_text())
     assert [(e["name"], e["noise_multiplier"]) for e in ledger["entries"]] == [("semantic_query", 2.0)]
-    assert ledger["noise_seed"] == "seed=0" and report["epsilon"] == pytest.approx(ledger["epsilon_pld"])
+    assert ledger["noise_seed"] == "test seed 0 (NOT private: the noise is predictable)" and report["epsilon"] == pytest.approx(ledger["epsilon_pld"])
     assert 0 < report["epsilon"] < 10 and report["n_images"] == selection["n_images"]
 
     assert main(args) == 1  # a second query into the same ledger is refused, one line on stderr
