@@ -32,7 +32,7 @@ def test_run_produces_every_artefact(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", write_config(tmp_path), *TINY, "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "privimage" in printed and "none" in printed and "epsilon" in printed
+    assert "privimage" in printed and "none" in printed and "all methods composed: epsilon" in printed
 
     for name in ["config.json", "selection.json", "metrics.json", "report.html", "classifier/meta.json",
                  "classifier/weights.safetensors", "privimage/ledger.json", "privimage/samples.npz",
@@ -42,7 +42,8 @@ def test_run_produces_every_artefact(tmp_path, capsys):
     assert not (out / "none" / "pretrain").exists()  # the DPDM baseline has no pre-training
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) >= {"epsilon", "delta", "seconds", "selection_precision", "methods"}
+    assert set(metrics) >= {"epsilon_composed", "delta", "seconds", "selection_precision", "methods"}
+    assert "epsilon" not in metrics  # no single headline: each method is a release, see epsilon_composed
     assert set(metrics["methods"]) == {"privimage", "none"}
     for name, m in metrics["methods"].items():
         assert 0.0 <= m["ca"] <= 1.0 and m["fid"] is None
@@ -56,6 +57,11 @@ def test_run_produces_every_artefact(tmp_path, capsys):
         ["semantic_query", "finetune"]
     assert [e.name for e in Ledger(out / "none" / "ledger.json", delta=1e-5, epsilon_budget=10.0).entries] == ["finetune"]
     assert 0.0 <= metrics["selection_precision"] <= 1.0
+    # The methods are releases of the same data: metrics.json composes them all (PLD), above each alone.
+    everything = [e for name in ("privimage", "none") for e in
+                  Ledger(out / name / "ledger.json", delta=1e-5, epsilon_budget=10.0).entries]
+    assert metrics["epsilon_composed"] == pytest.approx(epsilon_pld(everything, delta=1e-5), rel=1e-6)
+    assert metrics["epsilon_composed"] > max(m["epsilon"] for m in metrics["methods"].values())
 
     with np.load(out / "privimage" / "samples.npz") as npz:
         assert npz["x"].shape == (40, 16, 16, 1) and npz["x"].dtype == np.uint8
@@ -117,6 +123,7 @@ def test_run_dir_of_another_config_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"hash": "0123", "config": {}}))
+    (out / "selection.json").write_text("{}")  # results of that config (a bare config.json would be replaced)
     assert main(["run", write_config(tmp_path), *TINY, "--out", str(out)]) == 1
     assert "different config" in capsys.readouterr().err
 

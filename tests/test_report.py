@@ -53,8 +53,8 @@ def make_run_dir(root: Path) -> Path:
         lines = [json.dumps({"step": s, "loss": 1.0 / (s + 1), "lr": 1e-3}) for s in range(n)]
         (run / "privimage" / phase / "log.jsonl").write_text("\n".join(lines + ["{broken"]) + "\n")
     (run / "none" / "ledger.json").write_text("{not json")  # a crashed method: must not break the report
-    metrics = {"epsilon": 9.8765, "delta": 1e-5, "seconds": 12.0, "selection_precision": 0.5,
-               "methods": {"privimage": {"ca": 0.81, "fid": 45.6, "epsilon": 9.8765}}}
+    metrics = {"epsilon_composed": 9.8765, "delta": 1e-5, "seconds": 12.0, "selection_precision": 0.5,
+               "methods": {"privimage": {"ca": 0.81, "fid": 45.6, "epsilon": 9.8765, "fid_nonprivate": True}}}
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -65,6 +65,7 @@ def test_report_shows_every_piece_escaped(tmp_path):
     assert path == run / "report.html"
     page = path.read_text()
     assert "9.877" in page  # headline epsilon
+    assert "composed" in page and "NOT covered by the privacy guarantee" in page  # FID vs the training images
     assert "484" in page and "poisson_gaussian" in page and "500" in page  # ledger entries
     assert "planned_steps" in page and "600" in page  # extra per-mechanism fields are shown too
     query_alone = epsilon_pld([Mechanism("semantic_query", "gaussian", noise_multiplier=484.0)], delta=1e-5)

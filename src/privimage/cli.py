@@ -5,6 +5,7 @@ this file stays a table of contents. Exit codes: 0 ok, 1 data/runtime error, 2 u
 """
 
 import argparse
+import errno
 import sys
 
 from privimage import __version__
@@ -24,6 +25,27 @@ AREAS = [
     train_commands,  # pretrain, finetune, sample
     evaluate_commands,  # evaluate, report
 ]
+
+
+# errno -> advice: file-system failures a user fixes outside privimage (everything else keeps its traceback)
+FILE_SYSTEM_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space, or point --out / $PRIVIMAGE_CACHE at a larger disk",
+    errno.EDQUOT: "the disk quota is exceeded: free space, or point --out / $PRIVIMAGE_CACHE elsewhere",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EACCES: "permission denied: choose another --out or fix the permissions",
+    errno.EPERM: "operation not permitted: choose another --out or fix the permissions",
+    errno.ENOTDIR: "a parent of this path is a file, not a directory",
+    errno.EISDIR: "this path is a directory, a file was expected",
+    errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.EIO: "input/output error (failing disk or network file system)",
+}
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for a file-system failure: the path, what failed and what to do."""
+    where = f"{err.filename}: " if err.filename is not None else ""
+    return f"{where}{err.strerror or err} ({FILE_SYSTEM_ERRORS[err.errno]})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"privimage: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the machine, not the code: a full disk, a read-only or missing path
+        if args.debug or err.errno not in FILE_SYSTEM_ERRORS:
+            raise
+        print(f"privimage: error: {os_error_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("privimage: interrupted", file=sys.stderr)

@@ -8,9 +8,12 @@
     then sampling, evaluation (CA, FID) and the HTML report.
 
 Each method (privimage and the baselines none / all / random) is its own release with its own ledger and
-the full budget. Every step is skipped when its output exists in the run directory, which holds results
-of exactly one config (config.json + hash), so a killed run resumes where it stopped; privacy already
-spent stays in the ledger and is never charged twice.
+the full budget; they are releases of the same data, so metrics.json also gives their composed epsilon.
+Before anything is written or charged, `preflight` checks everything the steps will need (config, data,
+device, budget, FID). Every step is skipped when its output exists in the run directory, which holds
+results of exactly one config (config.json + hash) and one run at a time (`rundir`: a lock, and ledgers
+that cannot be silently lost), so a killed run resumes where it stopped; privacy already spent stays in
+the ledger and is never charged twice. Rerunning a finished run changes nothing.
 
 Example:
     >>> from privimage.run_config import load_run_config
@@ -21,21 +24,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from privimage.config_io import config_hash, to_dict
-from privimage.data import ImageSet, load_images
+from privimage.data import ImageSet
 from privimage.data import demo
 from privimage.errors import UserError
 from privimage.evaluate.ca import classification_accuracies
 from privimage.evaluate.report import write_report
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import UNet
-from privimage.privacy.accountant import check_delta
-from privimage.privacy.ledger import Ledger
+from privimage.preflight import Inputs, preflight
+from privimage.privacy.ledger import Ledger, epsilon_composed
 from privimage.privacy.rng import noise_generator, noise_source
 from privimage.run_config import RunConfig
-from privimage.sample import generate, save_samples
+from privimage.rundir import finished_metrics, open_run_dir
+from privimage.sample import generate, load_samples, save_samples
 from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
 from privimage.files import read_json, write_json_atomic
 from privimage.semantic.query import dp_semantic_distribution
@@ -47,10 +48,16 @@ from privimage.train.pretrain import pretrain
 def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> dict:
     """Run every method of `config` in `out_dir`; returns metrics.json's content."""
     t0 = time.time()
-    out = open_run_dir(out_dir, config)
-    sensitive, test, public = load_data(config)
-    check_delta(config.privacy.delta, len(sensitive))
-    methods, selection = {}, None
+    inputs = preflight(config, device=device)  # every check first: nothing written, nothing charged yet
+    with open_run_dir(out_dir, config) as out:  # locked against a concurrent run; ledgers checked
+        done = finished_metrics(out, config)  # a finished run is left as it is
+        return done if done is not None else run_methods(config, inputs, out, t0=t0, progress=progress)
+
+
+def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, progress: bool) -> dict:
+    """The five steps for each method in the (locked, checked) run directory `out`."""
+    sensitive, test, public, device = inputs.sensitive, inputs.test, inputs.public, inputs.device
+    methods, selection, ledgers = {}, None, []
 
     # 1. Semantic query function: trained on public labels only (it never sees sensitive data).
     if "privimage" in config.methods:
@@ -87,14 +94,16 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
         # Sample and evaluate (post-processing: no privacy cost; CA tests on the held-out real split).
         t_finetune = time.time() - t_step
         ledger.summary()  # rewrites ledger.json with the final PLD epsilon and the RDP cross-check
-        methods[method] = sample_and_evaluate(config, net, mdir, test, ledger, device=device, progress=progress)
+        ledgers.append(ledger)
+        methods[method] = sample_and_evaluate(config, net, mdir, inputs, ledger, progress=progress)
         methods[method]["seconds"] = round(time.time() - t_method, 1)
         methods[method]["step_seconds"] = {"pretrain": round(t_pretrain, 1), "finetune": round(t_finetune, 1),
                                            **methods[method].get("step_seconds", {})}
 
     metrics = {
-        "epsilon": max(m["epsilon"] for m in methods.values()),
+        "epsilon_composed": epsilon_composed(ledgers),  # every method is a release of the same sensitive data
         "delta": config.privacy.delta,
+        "ca_split": inputs.test_name,
         "seconds": round(time.time() - t0, 1),
         "setup_seconds": setup_seconds,
         "selection_precision": precision(config, selection),
@@ -103,39 +112,6 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> 
     write_json_atomic(out / "metrics.json", metrics)
     write_report(out)
     return metrics
-
-
-def open_run_dir(out_dir, config: RunConfig) -> Path:
-    """Create the run directory, or reopen it if it holds the same config (resume)."""
-    out = Path(out_dir)
-    resolved = {"hash": config_hash(config), "config": to_dict(config)}
-    if (out / "config.json").is_file():
-        previous = read_json(out / "config.json")
-        if previous.get("hash") != resolved["hash"]:
-            raise UserError(f"{out} holds a run of a different config (hash {previous.get('hash')}); "
-                            f"use a new --out directory")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", resolved)
-    return out
-
-
-def load_data(config: RunConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
-    """(sensitive training split, sensitive held-out test split, public data), all at the model's size."""
-    d = config.data
-    if d.sensitive == "demo:digits":
-        sensitive, test = demo.load_digits_split(resolution=d.resolution)
-    else:
-        kwargs = dict(resolution=d.resolution, channels=d.channels)
-        sensitive = load_images(d.sensitive, split=d.sensitive_split, **kwargs)
-        test = load_images(d.sensitive, split=d.test_split, **kwargs)
-    if d.public == "demo:glyphs":
-        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=d.resolution)
-    else:
-        public = load_images(d.public, split=d.public_split, resolution=d.resolution, channels=d.channels)
-    if len(sensitive.classes) != config.model.num_classes:
-        raise UserError(f"the sensitive data has {len(sensitive.classes)} classes but model.num_classes is "
-                        f"{config.model.num_classes}")
-    return sensitive, test, public
 
 
 def semantic_query_function(config: RunConfig, public: ImageSet, ckpt_dir: Path, *, device):
@@ -187,19 +163,19 @@ def baseline_public_data(method: str, config: RunConfig, public: ImageSet, sensi
     return random_subset(public, min(n, len(public)), sensitive_classes, seed=config.seed)
 
 
-def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, test: ImageSet, ledger: Ledger, *,
-                        device, progress: bool) -> dict:
-    """Samples (cached in samples.npz) -> CA on the real held-out split (and FID when asked)."""
+def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: Inputs, ledger: Ledger, *,
+                        progress: bool) -> dict:
+    """Samples (cached in samples.npz) -> CA on the real held-out images (and FID when asked)."""
     if (mdir / "metrics.json").is_file():
         return read_json(mdir / "metrics.json")
-    s, t_sample = config.sample, time.time()
+    s, t_sample, test = config.sample, time.time(), inputs.test
     if not (mdir / "samples.npz").is_file():
         x, y = generate(net, s.n, num_classes=config.model.num_classes, steps=s.steps, guidance=s.guidance,
                         seed=config.seed, batch_size=s.batch_size, sampler=s.sampler,
                         device=next(net.parameters()).device, progress=progress)
-        save_samples(mdir / "samples.npz", x, y, grid=mdir / "grid.png")
-    with np.load(mdir / "samples.npz") as npz:
-        synthetic = ImageSet(npz["x"], npz["y"], list(test.classes), source=str(mdir / "samples.npz"))
+        save_samples(mdir / "samples.npz", x, y, classes=list(test.classes), grid=mdir / "grid.png")
+    x, y = load_samples(mdir / "samples.npz")
+    synthetic = ImageSet(x, y, list(test.classes), source=str(mdir / "samples.npz"))
     t_eval = time.time()
     result = {"epsilon": ledger.epsilon(), "ca": None, "fid": None}
     if "ca" in config.evaluate.metrics:
@@ -207,19 +183,15 @@ def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, test: Im
                                        seed=config.seed, progress=progress)
         result["ca"], result["ca_per_classifier"] = ca["mean"], ca["per_classifier"]
     if "fid" in config.evaluate.metrics:
-        result["fid"] = fid_against_real(config, synthetic, device=device)
+        from privimage.evaluate.fid import fid_of_sets  # optional extra [fid]: imported only when asked for
+
+        result["fid"] = fid_of_sets(synthetic, inputs.fid_real, weights=config.evaluate.fid_weights,
+                                    device=inputs.device)
+        result["fid_real"] = config.evaluate.fid_real_split or inputs.test_name
+        result["fid_nonprivate"] = inputs.fid_nonprivate  # True: FID read the sensitive training images un-noised
     result["step_seconds"] = {"sample": round(t_eval - t_sample, 1), "evaluate": round(time.time() - t_eval, 1)}
     write_json_atomic(mdir / "metrics.json", result)
     return result
-
-
-def fid_against_real(config: RunConfig, synthetic: ImageSet, *, device) -> float:
-    """FID of the samples against the real split named in the config (standard Inception only)."""
-    from privimage.evaluate.fid import fid_of_sets  # optional extra [fid]: imported only when asked for
-
-    d = config.data
-    real = load_images(d.sensitive, split=config.evaluate.fid_real_split)
-    return fid_of_sets(synthetic, real, weights=config.evaluate.fid_weights, device=device)
 
 
 def precision(config: RunConfig, selection: Selection | None) -> float | None:

@@ -66,5 +66,8 @@ def results_table(metrics: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + f"\n(delta = {metrics['delta']:g}; total wall time {metrics['seconds'] / 60:.1f} min)"
+    composed = metrics.get("epsilon_composed")
+    together = f"; all methods composed: epsilon = {composed:.3f}" if composed is not None and len(rows) > 2 else ""
+    return "\n".join(lines) + (f"\n(delta = {metrics['delta']:g}{together}; total wall time "
+                               f"{metrics['seconds'] / 60:.1f} min)")
 

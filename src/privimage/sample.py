@@ -8,12 +8,15 @@ Example:
     >>> save_samples("samples.npz", x, y, grid="grid.png")
 """
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from privimage.errors import UserError
+from privimage.files import atomic_path
 from privimage.models.edm import EDMPrecond, to_uint8
 
 
@@ -112,13 +115,29 @@ def generate(net: EDMPrecond, n: int, *, num_classes: int, steps: int = 50, guid
 
 def save_samples(path, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None = None, grid=None,
                  per_class: int = 10) -> None:
-    """Write x, y (and class names) to an .npz; with `grid`, also a PNG of per_class images per class row."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write x, y (and class names) to an .npz, atomically (a resumed run reads it back, a kill mid-write
+    leaves no truncated file); with `grid`, also a PNG of per_class images per class row."""
     names = {} if classes is None else {"classes": np.array(classes, dtype=str)}
-    np.savez_compressed(path, x=x, y=y, **names)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez_compressed(f, x=x, y=y, **names)
     if grid is not None:
         save_grid(grid, x, y, per_class=per_class)
+
+
+def load_samples(path) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, H, W, C) uint8 and y (N,) int64 of a samples .npz, checked; UserError naming a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such samples file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            x, y = npz["x"], npz["y"].astype(np.int64)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not a readable samples .npz with arrays 'x' and 'y' ({err}); delete it to "
+                        f"sample again") from None
+    if x.ndim != 4 or x.dtype != np.uint8 or x.shape[-1] not in (1, 3) or y.shape != (len(x),) or len(x) == 0:
+        raise UserError(f"{path}: x must be (N, H, W, 1|3) uint8 and y (N,), got {x.shape} {x.dtype} and {y.shape}")
+    return x, y
 
 
 def save_grid(path, x: np.ndarray, y: np.ndarray, *, per_class: int = 10) -> None:
@@ -131,5 +150,5 @@ def save_grid(path, x: np.ndarray, y: np.ndarray, *, per_class: int = 10) -> Non
     for r, cls in enumerate(classes):
         for j, img in enumerate(x[y == cls][:per_class]):
             canvas[r * h:(r + 1) * h, j * w:(j + 1) * w] = img
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas[..., 0] if c == 1 else canvas).save(tmp, format="PNG")

@@ -122,8 +122,11 @@ def render_glyphs(*, per_class: int = 300, resolution: int = 16, seed: int = 0, 
     x = upscale_levels(levels.reshape(-1, BLOCKS, BLOCKS), resolution)  # (K * per_class, R, R, 1)
     y = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)
     if cache:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, x=x, y=y)
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, x=x, y=y)
+        except OSError as err:  # a full or read-only cache costs time, not the run (as data/cache.py)
+            print(f"privimage: warning: not caching the demo glyphs ({err})", file=sys.stderr)
     return ImageSet(x, y, list(classes), source, meta)
 
 

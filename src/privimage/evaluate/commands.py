@@ -8,29 +8,14 @@
 import json
 from pathlib import Path
 
-import numpy as np
-
 from privimage.data import ImageSet, load_images
 from privimage.errors import UserError
 from privimage.device import resolve_device
 from privimage.evaluate.ca import classification_accuracies
 from privimage.evaluate.classifiers import CLASSIFIERS
+from privimage.sample import load_samples
 
 METRICS = ("ca", "fid", "prd")
-
-
-def read_samples(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, H, W, C) uint8 and y (N,) int64 of a samples .npz, checked."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such samples file")
-    try:
-        with np.load(path) as npz:
-            x, y = npz["x"], npz["y"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as err:
-        raise UserError(f"{path}: not a samples .npz with arrays 'x' and 'y' ({err})") from err
-    if x.ndim != 4 or x.dtype != np.uint8 or x.shape[-1] not in (1, 3) or y.shape != (len(x),) or len(x) == 0:
-        raise UserError(f"{path}: x must be (N, H, W, 1|3) uint8 and y (N,), got {x.shape} {x.dtype} and {y.shape}")
-    return x, y
 
 
 def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
@@ -44,7 +29,7 @@ def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
 def cmd_evaluate(args) -> int:
     metrics = parse_list(args.metrics, METRICS, "metric")
     classifiers = parse_list(args.classifiers, tuple(CLASSIFIERS), "classifier")
-    x, y = read_samples(args.samples)
+    x, y = load_samples(args.samples)
     res, ch = int(x.shape[1]), int(x.shape[3])  # read the real data at the samples' size and channels
     test = load_images(args.real, split=args.split, resolution=res, channels=ch)
     if y.min() < 0 or y.max() >= len(test.classes):

@@ -29,7 +29,7 @@ body { font-family: sans-serif; margin: 2em; color: #222; max-width: 70em; }
 table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ccc; padding: 3px 8px; }
 th { background: #f3f3f3; text-align: left; } .na { color: #999; font-style: italic; }
 pre { background: #f7f7f7; padding: 0.5em; max-height: 30em; overflow: auto; }
-.chart text { font-size: 11px; } img.row { image-rendering: pixelated; } .eps { font-size: 1.3em; }
+.warn { color: #a00; font-weight: bold; } .chart text { font-size: 11px; } img.row { image-rendering: pixelated; } .eps { font-size: 1.3em; }
 """
 
 
@@ -75,16 +75,25 @@ def method_dirs(run: Path) -> list[Path]:
 
 
 def summary_section(metrics: dict | None, ledgers: dict[str, dict | None]) -> str:
-    """Headline epsilon/delta: metrics.json's, else the largest ledger epsilon."""
-    eps = metrics.get("epsilon") if metrics else None
+    """Epsilon of each method's release, and of all of them composed (they are releases of the same data)."""
     delta = metrics.get("delta") if metrics else None
-    if eps is None:
-        known = [lg for lg in ledgers.values() if lg and lg.get("epsilon_pld") is not None]
-        if known:
-            eps, delta = max(lg["epsilon_pld"] for lg in known), known[0].get("delta")
-    if eps is None:
+    per_method = {name: lg["epsilon_pld"] for name, lg in ledgers.items() if lg and lg.get("epsilon_pld") is not None}
+    if delta is None and per_method:
+        delta = next(lg.get("delta") for lg in ledgers.values() if lg and lg.get("epsilon_pld") is not None)
+    composed = metrics.get("epsilon_composed") if metrics else None
+    if not per_method and composed is None:
         return "<h2>Privacy</h2>" + NOT_AVAILABLE
-    return f'<h2>Privacy</h2><p class="eps">(&epsilon;, &delta;) = ({esc(f"{eps:.3f}")}, {esc(f"{delta:.3g}") if delta is not None else "-"})</p>'
+    d = esc(f"{delta:.3g}") if isinstance(delta, (int, float)) else "-"
+    parts = ["<h2>Privacy</h2>"]
+    if composed is not None:
+        parts.append(f'<p class="eps">all releases of this run composed: (&epsilon;, &delta;) = '
+                     f'({esc(f"{composed:.3f}")}, {d})</p>')
+    rows = [[name, eps] for name, eps in per_method.items()]
+    parts.append(table(["release (method)", f"epsilon at delta = {d}"], rows))
+    if metrics and any(isinstance(m, dict) and m.get("fid_nonprivate") for m in (metrics.get("methods") or {}).values()):
+        parts.append('<p class="warn">FID was computed against the sensitive TRAINING images: it is NOT covered '
+                     'by the privacy guarantee (evaluate.allow_nonprivate_fid).</p>')
+    return "".join(parts)
 
 
 def metrics_section(metrics: dict | None) -> str:

@@ -12,6 +12,7 @@ below 0.2 % we keep it, otherwise we fall back to the default interval. Either w
 ~0.5 % of dp-accounting's default PLDAccountant, and never below it by more than that.
 """
 
+import functools
 import logging
 import math
 import warnings
@@ -112,6 +113,7 @@ def epsilon_rdp(mechanisms: Sequence[Mechanism], *, delta: float) -> float:
 EPSILON = {"pld": epsilon_pld, "rdp": epsilon_rdp}
 
 
+@functools.lru_cache(maxsize=32, typed=True)  # a pure function of its scalars: `privimage run` checks it before the query
 def calibrate_sigma(
     *,
     epsilon: float,

@@ -16,6 +16,7 @@ fills in epsilon_pld and `summary()` both, rewriting the file.
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from privimage.files import write_json_atomic
 from privimage.privacy.accountant import check_delta, epsilon_pld, epsilon_rdp
 from privimage.privacy.mechanism import Mechanism
 
-__all__ = ["Ledger", "Mechanism", "check_delta"]
+__all__ = ["Ledger", "Mechanism", "check_delta", "epsilon_composed"]
 
 RESUMED = "; resumed with "  # joins the noise seeds of a ledger resumed with a different generator
 
@@ -194,3 +195,16 @@ class Ledger:
     def _write(self) -> None:
         """Atomic replace (temporary file beside the ledger, fsync, rename): a kill never loses an entry."""
         write_json_atomic(self.path, self._state())
+
+
+def epsilon_composed(ledgers: Sequence[Ledger]) -> float:
+    """Epsilon of several releases of the SAME sensitive data together: the PLD composition of the entries
+    of all `ledgers` at their common delta (e.g. every method of one run directory, each with its own budget).
+
+    >>> epsilon_composed([privimage_ledger, none_ledger]) > max(privimage_ledger.epsilon(), none_ledger.epsilon())  # doctest: +SKIP
+    True
+    """
+    deltas = {ledger.delta for ledger in ledgers}
+    if len(deltas) != 1:
+        raise ValueError(f"ledgers to compose need one common delta, got {sorted(deltas)}")
+    return epsilon_pld([m for ledger in ledgers for m in ledger.entries], delta=deltas.pop())

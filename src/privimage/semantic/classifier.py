@@ -38,7 +38,7 @@ from privimage.data.imageset import ImageSet
 from privimage.data.tensors import to_model_space
 from privimage.device import resolve_device
 from privimage.errors import UserError
-from privimage.files import read_json, write_json_atomic
+from privimage.files import atomic_path, read_json, write_json_atomic
 from privimage.semantic.network import ResNet, ResNetConfig
 
 FORMAT = "privimage-classifier/1"
@@ -141,7 +141,8 @@ def save_classifier(path: str | Path, model: Classifier, meta: ClassifierMeta) -
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     weights = {name: t.detach().to("cpu").contiguous() for name, t in model.net.state_dict().items()}
-    save_file(weights, str(path / "weights.safetensors"))
+    with atomic_path(path / "weights.safetensors") as tmp:  # a resumed run reloads it
+        save_file(weights, str(tmp))
     write_json_atomic(path / "meta.json", meta.to_json())
 
 

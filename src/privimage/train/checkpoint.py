@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from privimage.errors import UserError
-from privimage.files import atomic_path, write_json_atomic
+from privimage.files import atomic_path, read_json, write_json_atomic
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import UNet, UNetConfig
 
@@ -95,19 +95,21 @@ def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint directory; UserError when it is missing or was cut short mid-save."""
+    """Read a checkpoint directory; UserError (naming the file) when it is missing, cut short or corrupt."""
     path = Path(path)
     if not (path / JSON_FILE).is_file() or not (path / MODEL_FILE).is_file():
         raise UserError(f"{path}: not a checkpoint (no {JSON_FILE} / {MODEL_FILE})")
-    state = json.loads((path / JSON_FILE).read_text())
+    state = read_json(path / JSON_FILE)
+    if not isinstance(state.get("step"), int):
+        raise UserError(f"{path / JSON_FILE}: no integer 'step'; the checkpoint is damaged")
     files = [MODEL_FILE] + ([STATE_FILE] if (path / STATE_FILE).is_file() else [])
     for name in files:
-        with safe_open(path / name, framework="pt") as f:
-            if int(f.metadata()["step"]) != state["step"]:
-                raise UserError(f"{path / name}: step {f.metadata()['step']} but {JSON_FILE} says {state['step']} "
-                                f"(save interrupted); delete the directory and restart")
-    tensors = load_file(path / STATE_FILE) if STATE_FILE in files else {}
-    return Checkpoint(path, state["step"], state, load_file(path / MODEL_FILE), tensors)
+        step = _metadata(path / name).get("step")
+        if step != str(state["step"]):
+            raise UserError(f"{path / name}: step {step} but {JSON_FILE} says {state['step']} "
+                            f"(save interrupted); delete the directory and restart")
+    tensors = _tensors(path / STATE_FILE) if STATE_FILE in files else {}
+    return Checkpoint(path, state["step"], state, _tensors(path / MODEL_FILE), tensors)
 
 
 def load_model(path, *, ema: bool = True) -> EDMPrecond:
@@ -115,10 +117,34 @@ def load_model(path, *, ema: bool = True) -> EDMPrecond:
     path = Path(path)
     if not (path / MODEL_FILE).is_file():
         raise UserError(f"{path}: no {MODEL_FILE} (not a checkpoint directory)")
-    with safe_open(path / MODEL_FILE, framework="pt") as f:
-        meta = json.loads(f.metadata()["model"])
-    weights = load_file(path / MODEL_FILE)
+    try:
+        meta = json.loads(_metadata(path / MODEL_FILE)["model"])
+    except (KeyError, ValueError) as err:
+        raise UserError(f"{path / MODEL_FILE}: no model description in its metadata ({err!r})") from None
+    weights = _tensors(path / MODEL_FILE)
     return Checkpoint(path, 0, {"model": meta}, weights, {}).model(ema=ema)
+
+
+def _metadata(file: Path) -> dict:
+    """The string metadata of a safetensors file; UserError when it is truncated or not safetensors."""
+    try:
+        with safe_open(file, framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{file}: not a readable safetensors file ({_first_line(err)}); the checkpoint is "
+                        f"damaged") from None
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{file}: not a readable safetensors file ({_first_line(err)}); the checkpoint is "
+                        f"damaged") from None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [err.__class__.__name__])[0]
 
 
 def _strip(weights: dict, prefix: str) -> dict:

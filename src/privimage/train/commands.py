@@ -8,6 +8,7 @@
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -80,7 +81,16 @@ def _query_ledger(path: Path, query_ledger: str | None, *, delta: float, epsilon
     return ledger
 
 
+def _check_budget(epsilon: float, delta: float) -> None:
+    """One line before any data is read: a budget that no DP run can meet."""
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise UserError(f"--epsilon must be a finite number > 0, got {epsilon}")
+    if not 0 < delta < 1:
+        raise UserError(f"--delta must be in (0, 1), got {delta}")
+
+
 def _finetune(args) -> int:
+    _check_budget(args.epsilon, args.delta)
     out = Path(args.out)
     resuming = args.resume and (out / JSON_FILE).is_file()
     if resuming:

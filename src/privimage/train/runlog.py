@@ -1,8 +1,15 @@
-"""The per-run training log (log.jsonl, one JSON object per logged step)."""
+"""The per-run training log (log.jsonl, one JSON object per logged step).
+
+Lines are appended, so a kill mid-write can leave a torn last line: a resumed run drops it (the steps
+past the checkpoint are dropped anyway). A bad line before the last is damage, reported naming the file.
+"""
 
 import json
 import time
 from pathlib import Path
+
+from privimage.errors import UserError
+from privimage.files import atomic_path
 
 
 class RunLog:
@@ -13,9 +20,9 @@ class RunLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if start_step > 0 and self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start_step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line, record in read_log(self.path) if record["step"] <= start_step]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
         self.images, self.t0 = 0, time.perf_counter()
 
     def count(self, images: int) -> float:
@@ -29,3 +36,20 @@ class RunLog:
             f.write(json.dumps(record) + "\n")
         self.images, self.t0 = 0, time.perf_counter()
         return record
+
+
+def read_log(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of every line of a log.jsonl; a torn LAST line (a kill mid-append) is skipped."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            int(record["step"])
+        except (ValueError, KeyError, TypeError) as err:
+            if i == len(lines) - 1:
+                break  # torn by a kill while it was appended
+            raise UserError(f"{path}: line {i + 1} is not a log record ({err.__class__.__name__}); "
+                            f"delete the file to start a fresh log") from None
+        records.append((line, record))
+    return records

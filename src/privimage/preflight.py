@@ -1,0 +1,165 @@
+"""Refuse before spending: every check a run needs, in one pass, before anything is written or charged.
+
+A run spends privacy early (the semantic query, then DP-SGD) and fails late (a sampler name, a missing
+FID weights file, a batch larger than the data). `preflight(config, device=...)` checks everything the
+later steps need while nothing has been written to the run directory and nothing has been charged:
+the config, the device, the data (sizes, channels, classes, held-out split really held out), the
+selection's feasibility, the fine-tuning batch, the budget (a noise multiplier exists for it), FID
+weights and FID images. It returns the data it checked, so the run uses exactly what was checked.
+
+Example:
+    >>> inputs = preflight(load_run_config("configs/tiny.yaml"), device="cpu")   # doctest: +SKIP
+    >>> len(inputs.sensitive), len(inputs.test), inputs.device                    # doctest: +SKIP
+    (1347, 450, device(type='cpu'))
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from privimage.data import ImageSet, demo, load_images
+from privimage.data.splits import hold_out
+from privimage.device import resolve_device
+from privimage.errors import UserError
+from privimage.files import read_json
+from privimage.privacy.accountant import calibrate_sigma, check_delta
+from privimage.run_config import RunConfig, validate
+from privimage.semantic.classifier import ClassifierMeta
+from privimage.semantic.selection import check_selectable
+from privimage.train.finetune import plan
+
+
+@dataclass
+class Inputs:
+    """The checked data and device of one run."""
+
+    sensitive: ImageSet  # training part: the only images the query and DP-SGD read (the ledger's N)
+    test: ImageSet  # held-out real images for CA (data.test_split, or the data.holdout part)
+    public: ImageSet  # public images (semantic classifier, pre-training)
+    fid_real: ImageSet | None  # real images FID compares against; None when FID is not asked for
+    fid_nonprivate: bool  # fid_real shares images with the sensitive training part: FID is not private
+    device: torch.device
+    test_name: str  # what `test` is, for metrics.json ("test split", "holdout 0.1 of train, seed 0")
+
+
+def preflight(config: RunConfig, *, device="auto") -> Inputs:
+    """Every check of a run; UserError (one line) on the first problem. Writes nothing, spends nothing."""
+    validate(config)  # the config alone (again: a RunConfig may have been built in Python)
+    dev = resolve_device(device)
+    sensitive, test, public = load_data(config)
+    check_data(config, sensitive, test, public)
+    check_steps(config, sensitive, public)
+    fid_real, nonprivate = fid_images(config, sensitive, test)
+    check_budget(config, len(sensitive))  # last: the slowest check (a few PLD evaluations)
+    d = config.data
+    test_name = f"{d.test_split} split" if d.holdout is None else \
+        f"holdout {d.holdout:g} of {d.sensitive_split} (seed {d.holdout_seed})"
+    return Inputs(sensitive, test, public, fid_real, nonprivate, dev, test_name)
+
+
+def load_data(config: RunConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(sensitive training part, held-out real images, public data), all at data.resolution."""
+    d = config.data
+    if d.holdout is not None:  # the held-out images come out of the training split, chosen by a public seed
+        full = sensitive_split(config, d.sensitive_split)
+        train, held = hold_out(len(full), fraction=d.holdout, seed=d.holdout_seed)
+        sensitive, test = full.subset(train), full.subset(held)
+        sensitive.source += f" | training part ({len(train)} of {len(full)})"
+        test.source += f" | held out: data.holdout={d.holdout:g}, seed {d.holdout_seed}"
+    else:
+        sensitive, test = sensitive_split(config, d.sensitive_split), sensitive_split(config, d.test_split)
+    if d.public == "demo:glyphs":
+        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=d.resolution)
+    else:
+        public = load_images(d.public, split=d.public_split, resolution=d.resolution, channels=d.channels)
+    return sensitive, test, public
+
+
+def sensitive_split(config: RunConfig, split: str) -> ImageSet:
+    """One split of the sensitive dataset at data.resolution (the demo digits have train and test)."""
+    d = config.data
+    if d.sensitive == "demo:digits":
+        parts = dict(zip(("train", "test"), demo.load_digits_split(resolution=d.resolution)))
+        if split not in parts:
+            raise UserError(f"demo:digits has the splits train and test, not {split!r}")
+        return parts[split]
+    return load_images(d.sensitive, split=split, resolution=d.resolution, channels=d.channels)
+
+
+def check_data(config: RunConfig, sensitive: ImageSet, test: ImageSet, public: ImageSet) -> None:
+    """Sizes, channels and classes agree with the config; the CA images are not the training images."""
+    d = config.data
+    for name, images in (("data.sensitive", sensitive), ("held-out split", test), ("data.public", public)):
+        if images.channels != d.channels:
+            raise UserError(f"data.channels is {d.channels} but {name} ({images.source}) has {images.channels} "
+                            f"channel(s); set data.channels and model.in_channels to {images.channels}")
+        if images.resolution != d.resolution:
+            raise UserError(f"{name} ({images.source}) is {images.resolution}px, not data.resolution={d.resolution}")
+    if len(sensitive.classes) != config.model.num_classes:
+        raise UserError(f"the sensitive data has {len(sensitive.classes)} classes but model.num_classes is "
+                        f"{config.model.num_classes}")
+    if test.classes != sensitive.classes:
+        raise UserError(f"data.test_split {d.test_split!r} has other classes than data.sensitive_split "
+                        f"{d.sensitive_split!r}; CA needs the same classes")
+    if d.holdout is None and mostly_within(test, sensitive):
+        raise UserError(f"data.test_split {d.test_split!r} holds the same images as data.sensitive_split "
+                        f"{d.sensitive_split!r} (the dataset has no separate split); set data.holdout, e.g. 0.1")
+
+
+def mostly_within(a: ImageSet, b: ImageSet) -> bool:
+    """Whether most images of `a` are byte-identical to images of `b` (then `a` is not held out from `b`)."""
+    seen = {hash(row.tobytes()) for row in b.x.reshape(len(b), -1)}
+    shared = sum(hash(row.tobytes()) in seen for row in a.x.reshape(len(a), -1))
+    return 2 * shared > len(a)
+
+
+def check_steps(config: RunConfig, sensitive: ImageSet, public: ImageSet) -> None:
+    """The selection is feasible (and the user's classifier fits the public data); the batch fits the data."""
+    s, f = config.semantic, config.finetune
+    if "privimage" in config.methods:
+        try:
+            check_selectable(k=s.k, num_sensitive=len(sensitive.classes), public_counts=public.counts(),
+                             fraction=s.fraction)
+        except UserError as err:
+            raise UserError(f"semantic.k / semantic.fraction: {err}") from None
+        if s.classifier is not None:
+            meta_path = Path(s.classifier) / "meta.json"
+            meta = ClassifierMeta.from_json(read_json(meta_path), where=str(meta_path))
+            if meta.classes != public.classes:
+                raise UserError(f"semantic.classifier: {meta_path} lists other classes than data.public")
+    if f.batch_size > len(sensitive):
+        raise UserError(f"finetune.batch_size ({f.batch_size}) is larger than the {len(sensitive)} sensitive "
+                        f"training images; lower finetune.batch_size")
+
+
+def check_budget(config: RunConfig, n: int) -> None:
+    """A DP-SGD noise multiplier exists for every release's budget (the query included); delta vs 1/N."""
+    s, p = config.semantic, config.privacy
+    check_delta(p.delta, n)  # warns when delta >= 1/N
+    q, steps = plan(config.finetune, n)
+    # The sigma each release will use (calibrate_sigma caches it): a hopeless budget fails now, not after the query.
+    queries = {float(s.sigma_q) if m == "privimage" else None for m in config.methods}
+    for query_sigma in sorted(queries, key=lambda x: x is None):
+        calibrate_sigma(epsilon=p.epsilon, delta=p.delta, sample_rate=q, steps=steps, query_sigma=query_sigma)
+
+
+def fid_images(config: RunConfig, sensitive: ImageSet, test: ImageSet) -> tuple[ImageSet | None, bool]:
+    """(real images FID compares against, whether that FID is non-private); the weights must load."""
+    e, d = config.evaluate, config.data
+    if "fid" not in e.metrics:
+        return None, False
+    if config.sample.n < 2:
+        raise UserError(f"FID needs sample.n >= 2, got {config.sample.n}")
+    from privimage.evaluate.inception import load_inception  # optional extra [fid]: only when asked for
+
+    load_inception(e.fid_weights, device="cpu")  # readable weights, or one line now (not after training)
+    if e.fid_real_split is None:
+        return test, False
+    real = sensitive_split(config, e.fid_real_split)
+    nonprivate = e.fid_real_split == d.sensitive_split or mostly_within(real, sensitive)
+    if nonprivate and not e.allow_nonprivate_fid:
+        raise UserError(f"evaluate.fid_real_split {e.fid_real_split!r} holds sensitive training images: that FID "
+                        f"is not covered by the privacy guarantee; set evaluate.allow_nonprivate_fid: true")
+    return real, nonprivate
+
