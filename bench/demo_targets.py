@@ -29,17 +29,19 @@ def main() -> int:
     wall = time.time() - t0
     metrics = json.loads((Path(args.out) / "metrics.json").read_text())
     ca = {name: m["ca"] for name, m in metrics["methods"].items()}
+    eps_max = max(m["epsilon"] for m in metrics["methods"].values())  # each method's own ledger
 
     rows = [
         ("wall time (min)", f"{wall / 60:.2f}", "<= 10", wall <= 600),
         ("CA privimage", f"{ca['privimage']:.3f}", ">= 0.85", ca["privimage"] >= 0.85),
         ("CA privimage - CA none", f"{ca['privimage'] - ca['none']:.3f}", ">= 0.20",
          ca["privimage"] - ca["none"] >= 0.20),
-        ("epsilon (ledger)", f"{metrics['epsilon']:.3f}", f"<= {args.epsilon:g}", metrics["epsilon"] <= args.epsilon),
+        ("epsilon of each method", f"{eps_max:.3f}", f"<= {args.epsilon:g}", eps_max <= args.epsilon),
     ]
     print(f"\n{'target':<24}{'measured':>10}  {'goal':<9}result")
     for name, value, goal, ok in rows:
         print(f"{name:<24}{value:>10}  {goal:<9}{'met' if ok else 'MISSED'}")
+    print(f"all methods composed (several releases of the same data): epsilon = {metrics['epsilon_composed']:.3f}")
     print(f"data + semantic classifier: {metrics['setup_seconds']:.0f}s")
     for name, m in metrics["methods"].items():
         steps = ", ".join(f"{k} {v:.0f}s" for k, v in m.get("step_seconds", {}).items())

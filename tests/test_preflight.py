@@ -1,6 +1,7 @@
 """Refuse before spending: every problem a later step would hit is one line BEFORE anything is written or
 charged (the run directory is not even created), and `data.holdout` holds images out of the query and DP-SGD."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,35 @@ def test_preflight_checks_what_python_callers_built(tmp_path):
     config.sample.sampler = "bogus"
     with pytest.raises(UserError, match="unknown sampler"):
         pf.preflight(config, device="cpu")
+
+
+@pytest.mark.skipif(default_weights_path() is None, reason="FID weights (privimage[fid]) not installed")
+@pytest.mark.parametrize("overrides, nonprivate", [
+    ([], False),
+    (["evaluate.fid_real_split=train", "evaluate.allow_nonprivate_fid=true"], True),
+])
+def test_metrics_say_which_images_fid_read(tmp_path, monkeypatch, overrides, nonprivate):
+    """metrics.json names FID's real images and labels FID against the training images non-private."""
+    import torch
+
+    from privimage import pipeline
+    from privimage.evaluate import fid
+    from privimage.models.edm import EDMPrecond
+    from privimage.models.unet import UNet
+    from privimage.privacy.ledger import Ledger
+
+    config = load_run_config(TINY_CONFIG, ["evaluate.metrics=[fid]", "sample.n=4", *overrides])
+    sensitive, test, public = pf.load_data(config)
+    real, flag = pf.fid_images(config, sensitive, test)
+    inputs = pf.Inputs(sensitive, test, public, real, flag, torch.device("cpu"), "test split")
+    compared = []
+    # FID's value is tested in test_fid.py; here only which real images it is given (Inception on CPU is slow).
+    monkeypatch.setattr(fid, "fid_of_sets", lambda synthetic, real, **kw: compared.append(real) or 12.5)
+    ledger = Ledger(tmp_path / "ledger.json", delta=1e-5)
+    result = pipeline.sample_and_evaluate(config, EDMPrecond(UNet(config.model)), tmp_path, inputs, ledger,
+                                          progress=False)
+    assert len(compared) == 1 and result["fid"] == 12.5
+    np.testing.assert_array_equal(compared[0].x, (sensitive if nonprivate else test).x)
+    assert result["fid_nonprivate"] is nonprivate
+    assert result["fid_real"] == ("train" if nonprivate else "test split")
+    assert json.loads((tmp_path / "metrics.json").read_text()) == result

@@ -11,8 +11,8 @@ Example:
 """
 
 import hashlib
-import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 from privimage.data.cache import cache_dir as data_cache_dir
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
+from privimage.files import atomic_path
 from privimage.device import resolve_device
 from privimage.evaluate.inception import default_weights_path, inception_features, load_inception
 
@@ -58,11 +59,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray) -> None:
     """Write mu, sigma as a pytorch-fid compatible .npz (atomically: temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, mu=mu, sigma=sigma)
 
 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +68,7 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path) as f:
             return f["mu"], f["sigma"]
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(f"{path} is not a FID statistics file with 'mu' and 'sigma' ({err})") from err
 
 
@@ -99,7 +97,10 @@ def real_stats(
     key = hashlib.sha256(f"{real.source}|{real.x.shape}|{weights_id(weights)}".encode()).hexdigest()[:20]
     path = cache_dir() / f"{key}.npz"
     if cache and path.is_file():
-        return load_stats(path)
+        try:
+            return load_stats(path)
+        except UserError:  # a damaged cache entry is a miss, recomputed below
+            pass
     net = net if net is not None else load_inception(weights, device=device)
     mu, sigma = feature_stats(inception_features(real.x, net=net, device=device, progress=progress))
     if cache:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from privimage.data import load_images
 from privimage.errors import UserError
+from privimage.files import write_json_atomic
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import CONFIGS, UNet, UNetConfig, count_parameters
 from privimage.privacy.ledger import Ledger, Mechanism
@@ -54,7 +55,7 @@ def _pretrain(args) -> int:
     print(f"privimage: pre-training a {count_parameters(net):,}-parameter U-Net ({args.config}) on "
           f"{len(images)} images, {len(images.classes)} classes", file=sys.stderr)
     pretrain(net, images, config=config, out_dir=out, seed=args.seed, device=args.device, resume=args.resume)
-    (out / "classes.json").write_text(json.dumps(images.classes))
+    write_json_atomic(out / "classes.json", images.classes)
     return 0
 
 
@@ -114,7 +115,7 @@ def _finetune(args) -> int:
           f"(planned epsilon {planned_eps:.4g} <= {args.epsilon})", file=sys.stderr)
     finetune(net, sensitive, config=config, noise_multiplier=sigma, ledger=ledger, out_dir=out, seed=args.seed,
              device=args.device, resume=args.resume)
-    (out / "classes.json").write_text(json.dumps(sensitive.classes))
+    write_json_atomic(out / "classes.json", sensitive.classes)
     result = {"out": str(out), "epsilon": ledger.epsilon(), "delta": args.delta, "sigma": sigma,
               "sample_rate": q, "steps": steps, "ledger": str(ledger.path)}
     if args.json:
