@@ -98,7 +98,7 @@ def test_killed_after_pretraining_resumes_without_redoing_it(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("override, message", [
-    ("privacy.epsilon=0", "privacy.epsilon must be > 0"),
+    ("privacy.epsilon=0", "privacy.epsilon must be a finite number > 0"),
     ("privacy.delta=1.5", "privacy.delta must be in (0, 1)"),
     ("semantic.k=0", "semantic.k must be >= 1"),
     ("data.resolution=32", "model is 16px"),

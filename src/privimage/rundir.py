@@ -64,6 +64,9 @@ def locked(out: Path):
         except BlockingIOError:
             raise UserError(f"{out} is in use by another privimage run (it holds {out / LOCK_FILE}); wait for it "
                             f"to finish or choose another --out") from None
+        except OSError as err:  # e.g. ENOLCK on a network file system without locks
+            raise UserError(f"cannot lock run directory {out}: {err.strerror}; choose an --out on a local disk") \
+                from None
         yield
     finally:
         os.close(fd)  # releases the lock
