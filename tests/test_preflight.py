@@ -53,7 +53,8 @@ def refused(tmp_path, capsys, *args) -> str:
     (["data.test_split=train"], "data.test_split equals data.sensitive_split"),
     (["data.holdout=1.5"], "data.holdout must be a fraction in (0, 1)"),
     (["evaluate.classifiers=[bogus]"], "evaluate.classifiers must name some of"),
-    (["evaluate.metrics=[ca, fid]", "evaluate.fid_weights=/no/such/inception.pt"], "/no/such/inception.pt does not exist"),
+    (["evaluate.metrics=[ca, fid]", "evaluate.fid_weights=/no/such/inception.pt"],
+     "/no/such/inception.pt does not exist"),
     (["evaluate.metrics=[fid]", "evaluate.fid_real_split=train"], "FID is not covered by the privacy guarantee"),
 ])
 def test_refused_before_anything_is_written(tmp_path, capsys, overrides, message):

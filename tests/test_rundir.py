@@ -42,7 +42,7 @@ def finished(tmp_path_factory, cache_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PRIVIMAGE_CACHE", str(cache_dir))
         mp.setattr(pipeline, "dp_semantic_distribution",
-                   lambda classifier, sensitive, **kw: seen.append(len(sensitive)) or real_query(classifier, sensitive, **kw))
+                   lambda model, sensitive, **kw: seen.append(len(sensitive)) or real_query(model, sensitive, **kw))
         assert main(["run", *ARGS, "--out", str(out), "--device", "cpu"]) == 0
     return out, seen
 
@@ -55,7 +55,8 @@ def copy_of(finished, tmp_path) -> Path:
 
 def snapshot(out: Path) -> dict:
     """Every file's bytes and mtime."""
-    return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def rerun(out: Path, capsys) -> tuple[int, str]:

@@ -26,7 +26,7 @@ DEMO_SOURCES = ("demo:digits", "demo:glyphs")  # data that ships with installed 
 class DataConfig:
     sensitive: str = "demo:digits"  # sensitive images: a path `load_images` reads, or demo:digits
     sensitive_split: str = "train"  # split read by the query and DP fine-tuning
-    test_split: str = "test"  # real held-out split for CA and FID; never read by the query or by training
+    test_split: str = "test"  # held-out split for CA and FID (unused with holdout); never read by query or DP-SGD
     holdout: float | None = None  # instead of test_split: this fraction of sensitive_split held out for CA/FID
     holdout_seed: int = 0  # public seed choosing the held-out images (by position, not by content)
     public: str = "demo:glyphs"  # public images: a path, or demo:glyphs (fonts shipped with matplotlib)

@@ -90,7 +90,8 @@ def summary_section(metrics: dict | None, ledgers: dict[str, dict | None]) -> st
                      f'({esc(f"{composed:.3f}")}, {d})</p>')
     rows = [[name, eps] for name, eps in per_method.items()]
     parts.append(table(["release (method)", f"epsilon at delta = {d}"], rows))
-    if metrics and any(isinstance(m, dict) and m.get("fid_nonprivate") for m in (metrics.get("methods") or {}).values()):
+    methods = (metrics.get("methods") or {}) if metrics else {}
+    if any(isinstance(m, dict) and m.get("fid_nonprivate") for m in methods.values()):
         parts.append('<p class="warn">FID was computed against the sensitive TRAINING images: it is NOT covered '
                      'by the privacy guarantee (evaluate.allow_nonprivate_fid).</p>')
     return "".join(parts)

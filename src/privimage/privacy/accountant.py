@@ -113,7 +113,8 @@ def epsilon_rdp(mechanisms: Sequence[Mechanism], *, delta: float) -> float:
 EPSILON = {"pld": epsilon_pld, "rdp": epsilon_rdp}
 
 
-@functools.lru_cache(maxsize=32, typed=True)  # a pure function of its scalars: `privimage run` checks it before the query
+# Cached: a pure function of scalars, which `privimage run` evaluates before the query and again at fine-tuning.
+@functools.lru_cache(maxsize=32, typed=True)
 def calibrate_sigma(
     *,
     epsilon: float,

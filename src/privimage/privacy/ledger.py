@@ -201,7 +201,8 @@ def epsilon_composed(ledgers: Sequence[Ledger]) -> float:
     """Epsilon of several releases of the SAME sensitive data together: the PLD composition of the entries
     of all `ledgers` at their common delta (e.g. every method of one run directory, each with its own budget).
 
-    >>> epsilon_composed([privimage_ledger, none_ledger]) > max(privimage_ledger.epsilon(), none_ledger.epsilon())  # doctest: +SKIP
+    >>> both = epsilon_composed([privimage_ledger, none_ledger])                     # doctest: +SKIP
+    >>> both > max(privimage_ledger.epsilon(), none_ledger.epsilon())              # doctest: +SKIP
     True
     """
     deltas = {ledger.delta for ledger in ledgers}
