@@ -17,8 +17,9 @@ from privimage.errors import UserError
 from privimage.run_config import load_run_config
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
-# The tiny config with a seeded hold-out instead of the demo's test split (calibrated once per process).
-ARGS = [str(TINY_CONFIG), "privacy.seed=0", "data.holdout=0.2"]
+# The tiny config with a seeded hold-out instead of the demo's test split. Epsilon 3: sigma is calibrated
+# (once per process, cached) 2x faster than at 10.
+ARGS = [str(TINY_CONFIG), "privacy.seed=0", "privacy.epsilon=3", "data.holdout=0.2"]
 N_TRAIN = 1347 - 269  # the demo's training split minus round(0.2 * 1347) held-out images
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
