@@ -15,10 +15,11 @@ from privimage.evaluate import commands as evaluate_commands
 from privimage.privacy import commands as privacy_commands
 from privimage.semantic import commands as semantic_commands
 from privimage.train import commands as train_commands
-from privimage import pipeline_commands
+from privimage import config_commands, pipeline_commands
 
 AREAS = [
     pipeline_commands,  # run, demo
+    config_commands,  # init, config show, config list
     data_commands,  # data info
     semantic_commands,  # semantic train, semantic query
     privacy_commands,  # privacy epsilon, privacy calibrate
@@ -63,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may stand anywhere, also after --flags (argparse stops at the first flag)
+        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

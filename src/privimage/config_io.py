@@ -9,6 +9,7 @@ import hashlib
 import json
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -70,8 +71,27 @@ def config_hash(config) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+PACKAGED = "privimage:"  # prefix of a config that ships inside the package, e.g. privimage:cifar10.yaml
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs installed with the package (privimage/configs/*.yaml)."""
+    return sorted(p.name for p in resources.files("privimage").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def config_path(name: str | Path, relative_to: Path | None = None) -> Path:
+    """`privimage:NAME.yaml` -> the installed copy; any other name is a path (relative to `relative_to`)."""
+    text = str(name)
+    if text.startswith(PACKAGED):
+        path = Path(str(resources.files("privimage").joinpath("configs", text[len(PACKAGED):])))
+        if not path.is_file():
+            raise UserError(f"{text}: no such packaged config (known: {', '.join(packaged_configs())})")
+        return path
+    return Path(name) if relative_to is None else relative_to / name
+
+
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
+    path = config_path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:

@@ -1,11 +1,11 @@
 """CLI commands `run` (the whole pipeline from a YAML config) and `demo` (the same on embedded data)."""
 
-from importlib import resources
 from pathlib import Path
 
+from privimage.config_io import PACKAGED
 from privimage.run_config import load_run_config
 
-DEMO_CONFIG = "demo.yaml"  # ships inside the package (privimage/configs/) so `privimage demo` needs nothing else
+DEMO_CONFIG = "privimage:demo.yaml"  # ships inside the package so `privimage demo` needs nothing else
 
 
 def register(subparsers) -> None:
@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run the whole pipeline from a YAML config",
                               description="Semantic query -> selection -> pre-train -> DP fine-tune -> sample -> "
                                           "evaluate -> report, in one run directory (resumable).")
-    p.add_argument("config", help="YAML config (see configs/); sections override the demo defaults")
+    p.add_argument("config", help="YAML config, or privimage:NAME.yaml for one that ships with privimage "
+                                          "(`privimage config list`); sections override the demo defaults")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. privacy.epsilon=5 finetune.epochs=10")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
@@ -31,13 +32,12 @@ def register(subparsers) -> None:
 
 def cmd_run(args) -> int:
     config = load_run_config(args.config, args.overrides)
-    out = args.out or str(Path("runs") / Path(args.config).stem)
+    out = args.out or str(Path("runs") / Path(args.config.removeprefix(PACKAGED)).stem)
     return finish(config, out, args.device)
 
 
 def cmd_demo(args) -> int:
-    with resources.as_file(resources.files("privimage") / "configs" / DEMO_CONFIG) as path:
-        config = load_run_config(path, [f"privacy.epsilon={args.epsilon}", f"privacy.delta={args.delta}"])
+    config = load_run_config(DEMO_CONFIG, [f"privacy.epsilon={args.epsilon}", f"privacy.delta={args.delta}"])
     return finish(config, args.out, args.device)
 
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from privimage.config_io import apply_overrides, from_dict, read_yaml
+from privimage.config_io import apply_overrides, config_path, from_dict, read_yaml
 from privimage.data.splits import SPLIT_FOLDERS
 from privimage.errors import UserError
 from privimage.evaluate.classifiers import CLASSIFIERS
@@ -74,15 +74,15 @@ class EvaluateConfig:
 
 @dataclass
 class RunConfig:
-    methods: list[str] = field(default_factory=lambda: ["privimage", "none"])  # subset of METHODS, run in turn
-    data: DataConfig = field(default_factory=DataConfig)
-    semantic: SemanticConfig = field(default_factory=SemanticConfig)
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    model: UNetConfig = field(default_factory=lambda: CONFIGS["demo"])  # generator U-Net
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    methods: list[str] = field(default_factory=lambda: ["privimage", "none"])  # privimage, none (DPDM), all, random
+    data: DataConfig = field(default_factory=DataConfig)  # where the sensitive and public images are, and their size
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)  # steps 1-3: classifier, query, selection
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # the budget every method's release must meet
+    model: UNetConfig = field(default_factory=lambda: CONFIGS["demo"])  # generator U-Net, or a name: demo, cifar10
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # step 4, on public images (no privacy cost)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # step 5: DP-SGD on the sensitive images
+    sample: SampleConfig = field(default_factory=SampleConfig)  # synthetic images drawn from each fine-tuned model
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # metrics of the samples vs real images
     seed: int = 0  # seed of the NON-private randomness (initialisation, pre-training batches, sampling)
 
 
@@ -101,15 +101,16 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
 
 
 def read_config_file(path: str | Path, _seen: tuple = ()) -> dict:
-    """A YAML config; `base: other.yaml` (relative to this file) is read first and overridden section-wise."""
-    path = Path(path)
+    """A YAML config; `base: other.yaml` (relative to this file, or privimage:NAME.yaml) is read first and
+    overridden section-wise."""
+    path = config_path(path)
     if path.resolve() in _seen:
         raise UserError(f"{path}: `base` configs form a cycle")
     data = read_yaml(path)
     base = data.pop("base", None)
     if base is None:
         return data
-    return merge(read_config_file(path.parent / base, _seen + (path.resolve(),)), data)
+    return merge(read_config_file(config_path(base, path.parent), _seen + (path.resolve(),)), data)
 
 
 def merge(base: dict, top: dict) -> dict:
