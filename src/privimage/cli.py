@@ -11,6 +11,7 @@ import sys
 from privimage import __version__
 from privimage.data import commands as data_commands
 from privimage.errors import UserError
+from privimage.log import setup_cli
 from privimage.evaluate import commands as evaluate_commands
 from privimage.privacy import commands as privacy_commands
 from privimage.semantic import commands as semantic_commands
@@ -26,6 +27,7 @@ AREAS = [
     train_commands,  # pretrain, finetune, sample
     evaluate_commands,  # evaluate, report
 ]
+SWITCHES = ("--debug", "--quiet", "--no-progress")  # global switches, accepted before or after the command
 
 
 # errno -> advice: file-system failures a user fixes outside privimage (everything else keeps its traceback)
@@ -56,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"privimage {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and the results (no progress bars)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (also: TQDM_DISABLE=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in AREAS:
         area.register(sub)
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [a for a in argv if a in SWITCHES] + [a for a in argv if a not in SWITCHES]  # allowed anywhere
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may stand anywhere, also after --flags (argparse stops at the first flag)
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    setup_cli(quiet=args.quiet, progress=not args.no_progress, debug=args.debug)
     try:
         return int(args.func(args) or 0)
     except UserError as err:

@@ -20,7 +20,7 @@ Example:
     >>> metrics = run(load_run_config("configs/demo.yaml"), "runs/demo")
 """
 
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -39,15 +39,18 @@ from privimage.rundir import finished_metrics, open_run_dir
 from privimage.sample import generate, load_samples, save_samples
 from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
 from privimage.files import read_json, write_json_atomic
+from privimage.log import progress_enabled
 from privimage.semantic.query import dp_semantic_distribution
 from privimage.semantic.selection import Selection, apply_selection, random_subset, select, selection_precision
 from privimage.train.finetune import calibrate_for_ledger, finetune, plan
 from privimage.train.pretrain import pretrain
 
+log = logging.getLogger(__name__)
+
 
 def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> dict:
     """Run every method of `config` in `out_dir`; returns metrics.json's content."""
-    t0 = time.time()
+    t0, progress = time.time(), progress_enabled(progress)
     inputs = preflight(config, device=device)  # every check first: nothing written, nothing charged yet
     with open_run_dir(out_dir, config) as out:  # locked against a concurrent run; ledgers checked
         done = finished_metrics(out, config)  # a finished run is left as it is
@@ -61,13 +64,16 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
 
     # 1. Semantic query function: trained on public labels only (it never sees sensitive data).
     if "privimage" in config.methods:
-        classifier = semantic_query_function(config, public, out / "classifier", device=device)
+        log.info("1/5 semantic query function: a classifier of the %d public classes (%s public images)",
+                 len(public.classes), f"{len(public):,}")
+        classifier = semantic_query_function(config, public, out / "classifier", device=device, progress=progress)
     setup_seconds = round(time.time() - t0, 1)  # data + semantic classifier, shared by all methods
 
     for method in config.methods:
         t_method, mdir = time.time(), out / method
         ledger = Ledger(mdir / "ledger.json", delta=config.privacy.delta, epsilon_budget=config.privacy.epsilon,
                         noise_seed=noise_source(config.privacy.seed).describe())
+        log.info("method %s (its own release, budget epsilon = %g)", method, config.privacy.epsilon)
         if method == "privimage":
             # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
             selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
@@ -79,6 +85,8 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         t_step = time.time()
         net = EDMPrecond(UNet(config.model))
         if pretrain_set is not None:
+            log.info("4/5 pre-training on %s %s public images (%d steps)", f"{len(pretrain_set):,}",
+                     "selected" if method == "privimage" else method, config.pretrain.steps)
             ema = pretrain(net, pretrain_set, config=config.pretrain, out_dir=mdir / "pretrain", seed=config.seed,
                            device=device, resume=True, progress=progress)
             net = ema.requires_grad_(True)  # fine-tuning starts from the pre-trained EMA weights
@@ -87,6 +95,7 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         t_pretrain, t_step = time.time() - t_step, time.time()
         q, steps = plan(config.finetune, len(sensitive))
         sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps)
+        log_finetune_start(ledger, config.finetune.mechanism_name, steps=steps, sigma=sigma, q=q)
         net = finetune(net, sensitive, config=config.finetune, noise_multiplier=sigma, ledger=ledger,
                        out_dir=mdir / "finetune", seed=noise_seed(config, 1), device=device, resume=True,
                        progress=progress)
@@ -114,15 +123,25 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
     return metrics
 
 
-def semantic_query_function(config: RunConfig, public: ImageSet, ckpt_dir: Path, *, device):
+def log_finetune_start(ledger: Ledger, name: str, *, steps: int, sigma: float, q: float) -> None:
+    """The stage header; on a resumed run, how many noisy steps the ledger already holds (never charged again)."""
+    charged = next((m.steps for m in ledger.entries if m.name == name), 0)
+    if charged:
+        log.info("5/5 resuming DP fine-tuning: %d of %d noisy steps already charged in %s (sigma = %.4g, q = %.4g)",
+                 charged, steps, ledger.path, sigma, q)
+    else:
+        log.info("5/5 DP fine-tuning on the sensitive images: %d noisy steps, sigma = %.4g, q = %.4g",
+                 steps, sigma, q)
+
+
+def semantic_query_function(config: RunConfig, public: ImageSet, ckpt_dir: Path, *, device, progress: bool = True):
     """The user's classifier if given, else the run's own (trained once, then reloaded)."""
     path = Path(config.semantic.classifier) if config.semantic.classifier else ckpt_dir
     if not (path / "meta.json").is_file():
         model, meta = train_classifier(public, config=config.semantic.train, seed=config.seed,
-                                       device=None if device == "auto" else device)
+                                       device=None if device == "auto" else device, progress=progress)
         save_classifier(path, model, meta)
-        print(f"privimage: semantic classifier val accuracy (public data) = {meta.val_accuracy:.3f}",
-              file=sys.stderr)
+        log.info("semantic classifier val accuracy (public data) = %.3f", meta.val_accuracy)
     model, meta = load_classifier(path, device=None if device == "auto" else device)
     if meta.classes != public.classes:
         raise UserError(f"{path}: the classifier's classes are not the public data's classes")
@@ -139,11 +158,15 @@ def query_and_select(config: RunConfig, classifier, sensitive: ImageSet, public:
         raise UserError(f"{ledger.path} charged the semantic query but {path} is missing (run killed mid-step); "
                         f"start a new run directory")
     noise = noise_source(noise_seed(config, 0))
+    log.info("2/5 DP semantic distribution: noisy top-%d histogram over %d public classes (sigma_q = %g)",
+             s.k, len(public.classes), s.sigma_q)
     noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=s.sigma_q, noise=noise,
                                      ledger=ledger)
     selection = select(noisy, k=s.k, public_classes=public.classes, sensitive_classes=sensitive.classes,
                        public_counts=public.counts(), sigma_q=s.sigma_q, fraction=s.fraction)
     selection.save(path)
+    log.info("3/5 selection: %d public classes, %s images", sum(len(c.public_ids) for c in selection.classes),
+             f"{selection.n_images:,}")
     return selection
 
 
@@ -170,6 +193,7 @@ def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: 
         return read_json(mdir / "metrics.json")
     s, t_sample, test = config.sample, time.time(), inputs.test
     if not (mdir / "samples.npz").is_file():
+        log.info("sampling %s images (%s, %d steps)", f"{s.n:,}", s.sampler, s.steps)
         x, y = generate(net, s.n, num_classes=config.model.num_classes, steps=s.steps, guidance=s.guidance,
                         seed=config.seed, batch_size=s.batch_size, sampler=s.sampler,
                         device=next(net.parameters()).device, progress=progress)
@@ -179,6 +203,8 @@ def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: 
     t_eval = time.time()
     result = {"epsilon": ledger.epsilon(), "ca": None, "fid": None}
     if "ca" in config.evaluate.metrics:
+        log.info("evaluating CA: %s trained on the samples, tested on the real held-out split",
+                 ", ".join(config.evaluate.classifiers))
         ca = classification_accuracies(synthetic, test, classifiers=tuple(config.evaluate.classifiers),
                                        seed=config.seed, progress=progress)
         result["ca"], result["ca_per_classifier"] = ca["mean"], ca["per_classifier"]

@@ -8,8 +8,8 @@ Entries are written atomically (write_npz), and an unreadable entry counts as a 
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,6 +17,8 @@ import numpy as np
 
 from privimage.data.imageset import ImageSet
 from privimage.data.npz import write_npz
+
+log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when a reader's output changes, so old entries are not reused
 
@@ -69,4 +71,4 @@ def store(key: str, images: ImageSet) -> None:
     try:
         write_npz(images, entry_path(key))
     except OSError as err:
-        print(f"privimage: warning: not caching to {cache_dir()} ({err})", file=sys.stderr)
+        log.warning("not caching to %s (%s)", cache_dir(), err)

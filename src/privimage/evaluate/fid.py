@@ -11,7 +11,7 @@ Example:
 """
 
 import hashlib
-import sys
+import logging
 import zipfile
 from pathlib import Path
 
@@ -25,6 +25,8 @@ from privimage.errors import UserError
 from privimage.files import atomic_path
 from privimage.device import resolve_device
 from privimage.evaluate.inception import default_weights_path, inception_features, load_inception
+
+log = logging.getLogger(__name__)
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +50,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)  # no `disp`: removed in scipy 1.18
     if not np.isfinite(covmean).all():
         offset = np.eye(len(sigma1)) * eps
-        print(f"fid: singular product; adding {eps} to the covariance diagonals", file=sys.stderr)
+        log.warning("FID: singular product; adding %g to the covariance diagonals", eps)
         covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
@@ -128,7 +130,7 @@ def fid_of_sets(
     dev = resolve_device(device)
     net = load_inception(weights, device=dev)  # fails before any work when the weights are missing
     if len(synthetic) < num_samples:
-        print(f"fid: only {len(synthetic)} synthetic images (asked for {num_samples}); FID is biased up", file=sys.stderr)
+        log.warning("FID: only %d synthetic images (asked for %d); FID is biased up", len(synthetic), num_samples)
     feats = inception_features(synthetic.x[:num_samples], net=net, device=dev, progress=progress)  # (N, 2048)
     mu_s, sigma_s = feature_stats(feats)
     mu_r, sigma_r = real_stats(real, weights=weights, net=net, device=dev, cache=cache, progress=progress)

@@ -1,15 +1,17 @@
-"""The per-run training log (log.jsonl, one JSON object per logged step).
+"""The per-run training log (log.jsonl, one JSON object per logged step; TensorBoard too when installed).
 
 Lines are appended, so a kill mid-write can leave a torn last line: a resumed run drops it (the steps
 past the checkpoint are dropped anyway). A bad line before the last is damage, reported naming the file.
 """
 
 import json
+import numbers
 import time
 from pathlib import Path
 
 from privimage.errors import UserError
 from privimage.files import atomic_path
+from privimage.log import tensorboard_writer
 
 
 class RunLog:
@@ -24,6 +26,7 @@ class RunLog:
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept))
         self.images, self.t0 = 0, time.perf_counter()
+        self.tensorboard = tensorboard_writer(self.path.parent, purge_step=start_step + 1 if start_step else None)
 
     def count(self, images: int) -> float:
         """Add `images` processed; returns images/s since the last `write`."""
@@ -34,6 +37,11 @@ class RunLog:
         record = {"step": step, **values, "images_per_s": round(self.count(0), 2)}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:  # the same values (only public or noised ones are ever logged)
+            for key, value in record.items():
+                if key != "step" and isinstance(value, numbers.Real):
+                    self.tensorboard.add_scalar(f"{self.path.parent.name}/{key}", value, step)
+            self.tensorboard.flush()
         self.images, self.t0 = 0, time.perf_counter()
         return record
 

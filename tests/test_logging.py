@@ -1,0 +1,58 @@
+"""Messages through `logging`, progress switches, and TensorBoard event files when tensorboard is installed."""
+
+import importlib.util
+import logging
+
+import pytest
+
+from privimage.cli import main
+from privimage.log import progress_enabled, setup_cli
+from privimage.train.runlog import RunLog
+
+HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
+def test_progress_follows_tqdm_disable(monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert progress_enabled() and not progress_enabled(False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not progress_enabled(True)
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert progress_enabled(True)
+
+
+def test_cli_logging_levels(monkeypatch, capsys):
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # restored after the test: setup_cli may set it
+    log = logging.getLogger("privimage.somewhere")
+    setup_cli()
+    log.info("4/5 pre-training on %s selected images", f"{12500:,}")
+    assert capsys.readouterr().err == "privimage: 4/5 pre-training on 12,500 selected images\n"
+    setup_cli(quiet=True)
+    log.info("hidden")
+    log.warning("shown")
+    assert capsys.readouterr().err == "privimage: shown\n"
+    assert not progress_enabled()  # --quiet also turns the bars off
+    setup_cli()  # back to the default for the other tests
+
+
+def test_switches_are_accepted_after_the_command(monkeypatch, capsys):
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert main(["config", "list", "--quiet"]) == 0
+    assert "privimage:demo.yaml" in capsys.readouterr().out
+    assert not progress_enabled()
+    setup_cli()
+
+
+@pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboard not installed (optional: privimage[tensorboard])")
+def test_runlog_writes_tensorboard_events(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("PRIVIMAGE_TENSORBOARD", raising=False)
+    log = RunLog(tmp_path / "finetune")
+    for step in (10, 20):
+        log.write(step, epsilon=step / 10, noisy_grad_norm=0.5)
+    events = EventAccumulator(str(tmp_path / "finetune" / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("finetune/epsilon")] == [(10, 1.0), (20, 2.0)]
+    monkeypatch.setenv("PRIVIMAGE_TENSORBOARD", "0")
+    assert RunLog(tmp_path / "other").tensorboard is None
