@@ -16,7 +16,7 @@ from privimage.evaluate import commands as evaluate_commands
 from privimage.privacy import commands as privacy_commands
 from privimage.semantic import commands as semantic_commands
 from privimage.train import commands as train_commands
-from privimage import config_commands, pipeline_commands
+from privimage import config_commands, export, pipeline_commands
 
 AREAS = [
     pipeline_commands,  # run, demo
@@ -25,7 +25,8 @@ AREAS = [
     semantic_commands,  # semantic train, semantic query
     privacy_commands,  # privacy epsilon, privacy calibrate
     train_commands,  # pretrain, finetune, sample
-    evaluate_commands,  # evaluate, report
+    evaluate_commands,  # evaluate, fid-stats, report
+    export,  # export samples as png / imagefolder / dpimagebench / npz
 ]
 SWITCHES = ("--debug", "--quiet", "--no-progress")  # global switches, accepted before or after the command
 

@@ -61,7 +61,8 @@ def derived_overrides(sensitive: str | None, public: str | None) -> tuple[list[s
     classes, resolution, channels, has_test, probe_notes = probe_sensitive(sensitive)
     unet = CONFIGS["demo"] if (resolution, channels) == (16, 1) else CONFIGS["cifar10"]
     model = dataclasses.replace(unet, img_resolution=resolution, in_channels=channels, num_classes=len(classes))
-    overrides += [f"data.sensitive={json.dumps(sensitive)}", f"data.resolution={resolution}", f"data.channels={channels}",
+    overrides += [f"data.sensitive={json.dumps(sensitive)}", f"data.resolution={resolution}",
+                  f"data.channels={channels}",
                   "model=" + json_flow(model.to_dict())]
     header.append(f"sensitive data {sensitive}: {len(classes)} classes ({', '.join(classes[:12])}"
                   f"{', ...' if len(classes) > 12 else ''}), {'RGB' if channels == 3 else 'grayscale'}")

@@ -76,7 +76,8 @@ PACKAGED = "privimage:"  # prefix of a config that ships inside the package, e.g
 
 def packaged_configs() -> list[str]:
     """Names of the configs installed with the package (privimage/configs/*.yaml)."""
-    return sorted(p.name for p in resources.files("privimage").joinpath("configs").iterdir() if p.name.endswith(".yaml"))
+    folder = resources.files("privimage").joinpath("configs")
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def config_path(name: str | Path, relative_to: Path | None = None) -> Path:

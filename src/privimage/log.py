@@ -26,19 +26,29 @@ def progress_enabled(requested: bool = True) -> bool:
     return bool(requested) and os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns one; the property always follows sys.stderr
+        pass
+
+
 def setup_cli(*, quiet: bool = False, progress: bool = True, debug: bool = False) -> None:
     """Route privimage's log records (and Python warnings) to stderr; turn progress bars off if asked."""
     if quiet or not progress:
         os.environ["TQDM_DISABLE"] = "1"  # for every bar, also those of libraries and subprocesses
     logger = logging.getLogger(ROOT)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-    handler = next((h for h in logger.handlers if getattr(h, "privimage_cli", False)), None)
+    handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
     if handler is None:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("privimage: %(message)s"))
-        handler.privimage_cli = True
         logger.addHandler(handler)
-    handler.stream = sys.stderr  # today's stderr (main() may run many times in one process, e.g. tests)
     logger.propagate = False
     logging.captureWarnings(True)  # e.g. the delta >= 1/N warning, as one "privimage: ..." line
     warnings_logger = logging.getLogger("py.warnings")

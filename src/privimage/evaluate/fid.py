@@ -112,8 +112,9 @@ def real_stats(
 
 def fid_of_sets(
     synthetic: ImageSet,
-    real: ImageSet,
+    real: ImageSet | None,
     *,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
     weights: str | Path | None = None,
     num_samples: int = 50_000,
     device: str | torch.device | None = None,
@@ -121,6 +122,9 @@ def fid_of_sets(
     progress: bool = True,
 ) -> float:
     """FID between the first `num_samples` synthetic images and the real set (e.g. its train split).
+
+    `reference` = (mu, sigma) of the real set computed elsewhere (pytorch-fid .npz, `load_stats`) instead
+    of `real`; they must come from the same Inception weights and preprocessing.
 
     The usual protocol is 50k synthetic images against the real training split; with fewer synthetic
     images FID is biased upwards, so we say so on stderr.
@@ -133,5 +137,13 @@ def fid_of_sets(
         log.warning("FID: only %d synthetic images (asked for %d); FID is biased up", len(synthetic), num_samples)
     feats = inception_features(synthetic.x[:num_samples], net=net, device=dev, progress=progress)  # (N, 2048)
     mu_s, sigma_s = feature_stats(feats)
-    mu_r, sigma_r = real_stats(real, weights=weights, net=net, device=dev, cache=cache, progress=progress)
+    if reference is not None:
+        mu_r, sigma_r = reference
+        if np.shape(mu_r) != (mu_s.shape[0],) or np.shape(sigma_r) != sigma_s.shape:
+            raise UserError(f"FID reference statistics have shapes {np.shape(mu_r)}, {np.shape(sigma_r)}; "
+                            f"expected ({mu_s.shape[0]},) and {sigma_s.shape} (pool3 features)")
+    elif real is None:
+        raise UserError("FID needs the real images or their statistics (reference=(mu, sigma))")
+    else:
+        mu_r, sigma_r = real_stats(real, weights=weights, net=net, device=dev, cache=cache, progress=progress)
     return frechet_distance(mu_s, sigma_s, mu_r, sigma_r)

@@ -144,9 +144,11 @@ class DPSGD:
         self.params = {k: p for k, p in module.named_parameters() if p.requires_grad}
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if in_optimizer != {id(p) for p in self.params.values()}:
+            frozen = sum(1 for p in module.parameters() if not p.requires_grad)
             raise ValueError(
-                "the optimizer's parameters must be exactly the module's trainable parameters "
-                "(freeze the others with requires_grad_(False))"
+                f"the optimizer's parameters must be exactly the module's trainable parameters; {frozen} "
+                "parameters have requires_grad=False (an EMA copy is frozen: call module.requires_grad_(True) "
+                "to train them), or build the optimizer over the trainable ones only"
             )
         devices = {(p.device.type, p.device.index or 0) for p in self.params.values()}
         if devices != {(generator.device.type, generator.device.index or 0)}:

@@ -105,7 +105,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     check_dp_compatible(net)
     device, out_dir = resolve_device(device), Path(out_dir)
     q, steps = plan(config, len(sensitive))
-    net.to(device).train()
+    net.to(device).train().requires_grad_(True)  # every weight is fine-tuned, also of a frozen EMA copy (pretrain's)
     ema = make_ema(net)  # fresh EMA, started from the pre-trained weights
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     generator, how = noise_generator(seed, device=device)  # Poisson batches, loss randomness and DP noise

@@ -26,7 +26,7 @@ from privimage.train.ema import make_ema, update_ema
 from privimage.device import resolve_device
 from privimage.train.runlog import RunLog
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
             raise UserError(f"{out_dir}: holds a {ckpt.state['kind']} checkpoint, not pretrain")
         ckpt.restore(net, ema, optimizer, {"batches": generator})
         start = ckpt.step
-        log.info("resuming pre-training at step %d of %d", start, config.steps)
+        logger.info("resuming pre-training at step %d of %d", start, config.steps)
     x_all = torch.from_numpy(images.x).to(device)  # (N, H, W, C) uint8, converted per batch
     y_all = torch.from_numpy(images.y).to(device)
     log = RunLog(out_dir, start_step=start)
