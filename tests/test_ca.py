@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
-from privimage.evaluate.ca import classification_accuracies, classification_accuracy
+from privimage.evaluate.ca import accuracy, classification_accuracies, classification_accuracy, per_class_accuracy
 from privimage.evaluate.classifiers import CLASSIFIERS
 
 
@@ -79,3 +79,28 @@ def test_bad_inputs_raise_user_errors(digits):
         classification_accuracy(train, rgb, progress=False)
     with pytest.raises(UserError, match="epochs"):
         classification_accuracy(train, test, epochs=0, progress=False)
+
+
+def test_per_class_accuracy_of_a_constant_classifier():
+    class AlwaysOne(torch.nn.Module):  # predicts class 1 for every image
+        def forward(self, x):
+            return torch.tensor([0.0, 1.0, 0.0]).expand(len(x), 3)
+
+    y = np.array([0, 1, 1, 1, 2, 2])
+    test = ImageSet(np.zeros((6, 8, 8, 1), np.uint8), y, ["a", "b", "c"])
+    per_class = per_class_accuracy(AlwaysOne(), test, device=torch.device("cpu"), batch_size=4)
+    assert list(per_class) == [0.0, 1.0, 0.0]
+    assert accuracy(AlwaysOne(), test, device=torch.device("cpu")) == pytest.approx(3 / 6)  # weighted by counts
+    empty = ImageSet(np.zeros((2, 8, 8, 1), np.uint8), np.array([1, 1]), ["a", "b", "c"])
+    assert np.isnan(per_class_accuracy(AlwaysOne(), empty, device=torch.device("cpu"))[[0, 2]]).all()
+    assert accuracy(AlwaysOne(), empty, device=torch.device("cpu")) == 1.0
+
+
+def test_classification_accuracies_report_per_class(digits):
+    train, test = digits
+    scores = classification_accuracies(train.subset(np.arange(300)), test, classifiers=("cnn",), epochs=1,
+                                       progress=False)
+    per_class = scores["per_class"]
+    assert list(per_class) == test.classes
+    overall = sum(per_class[c] * n for c, n in zip(test.classes, test.counts())) / len(test)
+    assert overall == pytest.approx(scores["mean"], abs=1e-3)  # per-class values are rounded to 4 digits

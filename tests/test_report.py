@@ -48,13 +48,25 @@ def make_run_dir(root: Path) -> Path:
     (run / "selection.json").write_text(json.dumps(selection))
     rng = np.random.default_rng(0)
     np.savez_compressed(run / "privimage" / "samples.npz", x=rng.integers(0, 256, (20, 16, 16, 1), dtype=np.uint8),
-                        y=np.repeat(np.arange(2), 10).astype(np.int64))
-    for phase, n in (("pretrain", 50), ("finetune", 20)):
-        lines = [json.dumps({"step": s, "loss": 1.0 / (s + 1), "lr": 1e-3}) for s in range(n)]
-        (run / "privimage" / phase / "log.jsonl").write_text("\n".join(lines + ["{broken"]) + "\n")
+                        y=np.repeat(np.arange(2), 10).astype(np.int64), classes=np.array(["zero", "one"]))
+    np.savez_compressed(run / "previews.npz", held_out_x=np.full((4, 16, 16, 1), 200, np.uint8),
+                        held_out_y=np.array([0, 0, 1, 1]), public_x=np.full((2, 16, 16, 1), 90, np.uint8),
+                        public_y=np.array([0, 1]), classes=np.array(["zero", "one"]))
+    lines = [json.dumps({"step": s, "loss": 1.0 / (s + 1), "lr": 1e-3}) for s in range(50)]
+    (run / "privimage" / "pretrain" / "log.jsonl").write_text("\n".join(lines + ["{broken"]) + "\n")
+    lines = [json.dumps({"step": s, "epsilon": s / 2, "noisy_grad_norm": 3.0 - s / 10, "images_per_s": 9.0})
+             for s in range(1, 21)]
+    (run / "privimage" / "finetune" / "log.jsonl").write_text("\n".join(lines + ["{broken"]) + "\n")
     (run / "none" / "ledger.json").write_text("{not json")  # a crashed method: must not break the report
-    metrics = {"epsilon_composed": 9.8765, "delta": 1e-5, "seconds": 12.0, "selection_precision": 0.5,
-               "methods": {"privimage": {"ca": 0.81, "fid": 45.6, "epsilon": 9.8765, "fid_nonprivate": True}}}
+    metrics = {"delta": 1e-5, "seconds": 12.0, "selection_precision": 0.5,
+               "epsilon_composed": 13.579,
+               "methods": {"privimage": {"ca": 0.81, "fid": 45.6, "epsilon": 9.8765, "fid_nonprivate": True,
+                                         "ca_per_class": {"zero": 0.9, "one": 0.72}},
+                           "none": {"ca": 0.25, "fid": None, "epsilon": 9.99}}}
+    (run / "provenance.json").write_text(json.dumps({
+        "privimage": "0.1.0", "torch": "2.13.0", "cuda": None, "device": "cpu",
+        "data": {"sensitive": {"source": "/data/mine.tar", "bytes": 123, "modified": "2026-11-27T10:00:00+00:00"},
+                 "public": {"source": "/data/pub.tar", "sha256": "feedbeef"}}}))
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -71,9 +83,16 @@ def test_report_shows_every_piece_escaped(tmp_path):
     query_alone = epsilon_pld([Mechanism("semantic_query", "gaussian", noise_multiplier=484.0)], delta=1e-5)
     assert f"<td>{query_alone:.4g}</td>" in page  # per-mechanism epsilon breakdown
     assert "ring (12.5)" in page and "stick" in page  # selection
-    assert page.count("data:image/png;base64,") == 2  # one sample row per class
-    assert page.count("<svg") == 2  # pretrain and finetune loss curves
+    # one row per class: real held-out, selected public, privimage's samples
+    assert page.count("data:image/png;base64,") == 6 and "not covered by the DP guarantee" in page
+    assert page.count("<svg") == 5  # CA and FID bars; epsilon, noisy gradient norm and pretrain loss curves
+    assert "epsilon spent (ledger)" in page and "noisy gradient norm" in page
     assert "0.81" in page and "45.6" in page  # metrics
+    assert "NON-PRIVATE" in page  # FID against the sensitive training split is labelled
+    assert "All 2 releases together: &epsilon; = 13.579" in page  # the composed value next to each release's
+    assert "<td>zero</td><td>0.9</td>" in page and "<td>one</td><td>0.72</td>" in page  # CA per class
+    assert "feedbeef" in page and "/data/mine.tar" in page and "2.13.0" in page  # provenance
+    assert page.count('<li><a href="#') == 10 and 'id="provenance"' in page  # table of contents
     assert "abc123" in page  # config
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "not available" in page  # the `none` method has no readable ledger, samples or logs
@@ -82,7 +101,7 @@ def test_report_shows_every_piece_escaped(tmp_path):
 
 def test_report_of_a_bare_directory_says_not_available(tmp_path):
     page = render_report(tmp_path)
-    assert page.count("not available") >= 4
+    assert page.count("not available") >= 8
     with pytest.raises(UserError, match="not a run directory"):
         render_report(tmp_path / "missing")
 

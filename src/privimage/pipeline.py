@@ -28,6 +28,8 @@ from privimage.data import ImageSet
 from privimage.data import demo
 from privimage.errors import UserError
 from privimage.evaluate.ca import classification_accuracies
+from privimage.evaluate.previews import save_previews
+from privimage.evaluate.provenance import provenance
 from privimage.evaluate.report import write_report
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import UNet
@@ -64,7 +66,8 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True,
 def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, progress: bool) -> dict:
     """The five steps for each method in the (locked, checked) run directory `out`."""
     sensitive, test, public, device = inputs.sensitive, inputs.test, inputs.public, inputs.device
-    methods, selection, ledgers = {}, None, []
+    methods, selection, selected, ledgers = {}, None, None, []
+    write_json_atomic(out / "provenance.json", provenance(config, device))  # versions, device, data identity
 
     # 1. Semantic query function: trained on public labels only (it never sees sensitive data).
     if "privimage" in config.methods:
@@ -81,7 +84,7 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         if method == "privimage":
             # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
             selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
-            pretrain_set = apply_selection(public, selection)
+            pretrain_set = selected = apply_selection(public, selection)
         else:
             pretrain_set = baseline_public_data(method, config, public, sensitive.classes, selection)
 
@@ -113,6 +116,7 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         methods[method]["step_seconds"] = {"pretrain": round(t_pretrain, 1), "finetune": round(t_finetune, 1),
                                            **methods[method].get("step_seconds", {})}
 
+    save_previews(out / "previews.npz", held_out=test, selected=selected)  # real and public images for the report
     metrics = {
         "epsilon_composed": epsilon_composed(ledgers),  # every method is a release of the same sensitive data
         "delta": config.privacy.delta,
@@ -211,7 +215,7 @@ def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: 
                  ", ".join(config.evaluate.classifiers))
         ca = classification_accuracies(synthetic, test, classifiers=tuple(config.evaluate.classifiers),
                                        seed=config.seed, progress=progress)
-        result["ca"], result["ca_per_classifier"] = ca["mean"], ca["per_classifier"]
+        result.update(ca=ca["mean"], ca_per_classifier=ca["per_classifier"], ca_per_class=ca["per_class"])
     if "fid" in config.evaluate.metrics:
         from privimage.evaluate.fid import fid_of_sets, load_stats  # optional extra [fid]: only when asked for
 

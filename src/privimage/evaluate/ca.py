@@ -76,12 +76,25 @@ def train_classifier(
 @torch.no_grad()
 def accuracy(net: nn.Module, test: ImageSet, *, device: torch.device, batch_size: int = 500) -> float:
     """Top-1 accuracy of `net` on `test`."""
+    return overall(per_class_accuracy(net, test, device=device, batch_size=batch_size), test)
+
+
+def overall(per_class: np.ndarray, test: ImageSet) -> float:
+    """Accuracy over all test images from the per-class accuracies (classes without images weigh 0)."""
+    return float(np.average(np.nan_to_num(per_class), weights=test.counts()))
+
+
+@torch.no_grad()
+def per_class_accuracy(net: nn.Module, test: ImageSet, *, device: torch.device, batch_size: int = 500) -> np.ndarray:
+    """(len(classes),) top-1 accuracy on the test images of each class (NaN for a class without any)."""
     net.eval()
-    correct = 0
+    correct = np.zeros(len(test.classes))
     for i in range(0, len(test), batch_size):
         logits = net(to_model_space(test.x[i : i + batch_size]).to(device))  # (B, num_classes)
-        correct += (logits.argmax(1).cpu() == torch.from_numpy(test.y[i : i + batch_size])).sum().item()
-    return correct / len(test)
+        hit = (logits.argmax(1).cpu() == torch.from_numpy(test.y[i : i + batch_size])).numpy()
+        np.add.at(correct, test.y[i : i + batch_size], hit)
+    counts = test.counts()
+    return np.divide(correct, counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
 def classification_accuracy(
@@ -95,6 +108,22 @@ def classification_accuracy(
     progress: bool = True,
 ) -> float:
     """Accuracy on `test` of classifier `classifier` trained on `train` for `epochs` (its recipe's default)."""
+    scores = classification_scores(train, test, classifier=classifier, epochs=epochs, seed=seed, device=device,
+                                   progress=progress)
+    return overall(scores, test)
+
+
+def classification_scores(
+    train: ImageSet,
+    test: ImageSet,
+    *,
+    classifier: str = "cnn",
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Per-class accuracy (len(classes),) on `test` of `classifier` trained on `train` (see classification_accuracy)."""
     if classifier not in CLASSIFIERS:
         raise UserError(f"unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
     if epochs is not None and epochs < 1:
@@ -105,7 +134,7 @@ def classification_accuracy(
     net = train_classifier(
         train, recipe, epochs=epochs or recipe.epochs, seed=seed, device=dev, progress=progress, desc=f"CA {classifier}"
     )
-    return accuracy(net, test, device=dev)
+    return per_class_accuracy(net, test, device=dev)
 
 
 def classification_accuracies(
@@ -121,19 +150,23 @@ def classification_accuracies(
 ) -> dict:
     """CA of every classifier and their mean; with `real_train`, the same trained on real data as reference.
 
-    Returns {"per_classifier": {name: acc}, "mean": float, "real_per_classifier": {name: acc},
-    "real_mean": float | None}. A diverged classifier is reported as it scored, never dropped.
+    Returns {"per_classifier": {name: acc}, "mean": float, "per_class": {class name: acc, mean over the
+    classifiers}, "real_per_classifier": {name: acc}, "real_mean": float | None}. A diverged classifier
+    is reported as it scored, never dropped.
     """
     if not classifiers:
         raise UserError("CA needs at least one classifier")
     kwargs = dict(epochs=epochs, seed=seed, device=device, progress=progress)
-    per = {name: classification_accuracy(train, test, classifier=name, **kwargs) for name in classifiers}
+    scores = {name: classification_scores(train, test, classifier=name, **kwargs) for name in classifiers}
+    per = {name: overall(s, test) for name, s in scores.items()}
+    per_class = np.mean(list(scores.values()), axis=0)  # (len(classes),)
     real = {}
     if real_train is not None:
         real = {name: classification_accuracy(real_train, test, classifier=name, **kwargs) for name in classifiers}
     return {
         "per_classifier": per,
         "mean": float(np.mean(list(per.values()))),
+        "per_class": {name: None if np.isnan(a) else round(float(a), 4) for name, a in zip(test.classes, per_class)},
         "real_per_classifier": real,
         "real_mean": float(np.mean(list(real.values()))) if real else None,
     }

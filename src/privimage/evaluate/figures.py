@@ -1,4 +1,4 @@
-"""The two figures of the HTML report, inline and self-contained: loss curves as SVG, samples as PNG.
+"""The figures of the HTML report, inline and self-contained: line and bar charts as SVG, images as PNG.
 
 No JavaScript and no external files: the report must open anywhere, offline, years later.
 """
@@ -44,8 +44,9 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step) + 1)]
 
 
-def loss_svg(series: dict[str, list[tuple[float, float]]], *, width: int = 560, height: int = 260) -> str:
-    """Line chart of {label: [(step, loss), ...]} as an inline <svg> element (log-free, linear axes)."""
+def line_svg(series: dict[str, list[tuple[float, float]]], *, width: int = 560, height: int = 260,
+             x_label: str = "step") -> str:
+    """Line chart of {label: [(step, value), ...]} as an inline <svg> element (linear axes)."""
     points = [p for pts in series.values() for p in pts if math.isfinite(p[1])]
     if not points:
         return "<p>not available</p>"
@@ -65,12 +66,37 @@ def loss_svg(series: dict[str, list[tuple[float, float]]], *, width: int = 560, 
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#ddd"/>')
         parts.append(f'<text x="{left - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:.4g}</text>')
     for t in nice_ticks(x0, x1):
-        parts.append(f'<text x="{sx(t):.1f}" y="{height - 10}" text-anchor="middle">{t:.6g}</text>')
+        parts.append(f'<text x="{sx(t):.1f}" y="{height - 14}" text-anchor="middle">{t:.6g}</text>')
+    parts.append(f'<text x="{width - right}" y="{height - 2}" text-anchor="end">{html.escape(x_label)}</text>')
     for i, (label, pts) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         path = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in pts if math.isfinite(v))
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
         parts.append(f'<text x="{width - right - 4}" y="{top + 14 * (i + 1)}" text-anchor="end" '
                      f'fill="{color}">{html.escape(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bars_svg(values: dict[str, float | None], *, label: str, width: int = 420, bar: int = 22) -> str:
+    """Horizontal bars {name: value} with the value printed at each bar; None is drawn as "n/a"."""
+    known = [v for v in values.values() if v is not None and math.isfinite(v)]
+    if not known:
+        return "<p>not available</p>"
+    top, left, right = 18, 110, 60
+    hi = max(max(known), 1e-12)
+    height = top + bar * len(values) + 6
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="chart">',
+             f'<text x="{left}" y="12">{html.escape(label)}</text>']
+    for i, (name, v) in enumerate(values.items()):
+        y = top + i * bar
+        parts.append(f'<text x="{left - 6}" y="{y + bar * 0.65:.1f}" text-anchor="end">{html.escape(name)}</text>')
+        if v is None or not math.isfinite(v):
+            parts.append(f'<text x="{left + 4}" y="{y + bar * 0.65:.1f}" fill="#999">n/a</text>')
+            continue
+        w = max(1.0, v / hi * (width - left - right))
+        color = COLORS[i % len(COLORS)]
+        parts.append(f'<rect x="{left}" y="{y + 3}" width="{w:.1f}" height="{bar - 6}" fill="{color}"/>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + bar * 0.65:.1f}">{v:.4g}</text>')
     parts.append("</svg>")
     return "".join(parts)
