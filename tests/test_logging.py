@@ -56,3 +56,24 @@ def test_runlog_writes_tensorboard_events(tmp_path, monkeypatch):
     assert [(e.step, e.value) for e in events.Scalars("finetune/epsilon")] == [(10, 1.0), (20, 2.0)]
     monkeypatch.setenv("PRIVIMAGE_TENSORBOARD", "0")
     assert RunLog(tmp_path / "other").tensorboard is None
+
+
+def test_resume_line_counts_the_steps_already_charged(tmp_path, caplog):
+    from privimage.pipeline import log_finetune_start
+    from privimage.privacy.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.json", delta=1e-5, epsilon_budget=10.0)
+    logger = logging.getLogger("privimage")
+    logger.addHandler(caplog.handler)  # setup_cli may have stopped propagation to the root logger
+    try:
+        with caplog.at_level(logging.INFO, logger="privimage"):
+            log_finetune_start(ledger, "finetune", steps=106, sigma=1.5, q=0.19)
+            ledger.open_dpsgd("finetune", sample_rate=0.19, noise_multiplier=1.5, planned_steps=106)
+            for _ in range(40):
+                ledger.charge_step("finetune")
+            log_finetune_start(ledger, "finetune", steps=106, sigma=1.5, q=0.19)
+    finally:
+        logger.removeHandler(caplog.handler)
+    first, second = caplog.messages[-2:]
+    assert first.startswith("5/5 DP fine-tuning on the sensitive images: 106 noisy steps")
+    assert second.startswith("5/5 resuming DP fine-tuning: 40 of 106 noisy steps already charged in")

@@ -28,13 +28,19 @@ def write_config(tmp_path, extra: str = "") -> str:
     return str(path)
 
 
-def test_run_produces_every_artefact(tmp_path, capsys):
+def test_run_produces_every_artefact(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    assert main(["run", write_config(tmp_path), *TINY, "--out", str(out), "--device", "cpu"]) == 0
-    printed = capsys.readouterr().out
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # restored after the test (--no-progress sets it)
+    assert main(["run", write_config(tmp_path), *TINY, "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "privimage" in printed and "none" in printed and "all methods composed: epsilon" in printed
+    assert "privimage: 4/5 pre-training on 120 selected public images (4 steps)" in captured.err  # stage headers
+    assert "privimage: 5/5 DP fine-tuning on the sensitive images: 3 noisy steps" in captured.err
+    assert "DP fine-tune (sigma" not in captured.err and "it/s" not in captured.err  # no progress bars
 
     for name in ["config.json", "selection.json", "metrics.json", "report.html", "classifier/meta.json",
+                 "provenance.json", "previews.npz",
                  "classifier/weights.safetensors", "privimage/ledger.json", "privimage/samples.npz",
                  "privimage/pretrain/model.safetensors", "privimage/finetune/model.safetensors",
                  "none/ledger.json", "none/samples.npz", "none/finetune/model.safetensors"]:
