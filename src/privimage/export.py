@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from privimage.data.imageset import ImageSet
-from privimage.data.npz import read_npz
 from privimage.errors import UserError
 from privimage.files import atomic_path
+from privimage.sample import load_samples
 
 
 def read_samples(path: str | Path) -> ImageSet:
@@ -31,11 +31,13 @@ def read_samples(path: str | Path) -> ImageSet:
     path = Path(path)
     if path.is_dir():
         path = path / "samples.npz"
-    if not path.is_file():
-        raise UserError(f"{path}: no such samples file")
-    images = read_npz(path, resolution=None, channels=None)
-    images.source = str(path)
-    return images
+    x, y = load_samples(path)  # checked: one reader of samples files
+    with np.load(path, allow_pickle=False) as npz:
+        names = [str(c) for c in npz["classes"]] if "classes" in npz.files else None
+    classes = names if names is not None else [str(i) for i in range(int(y.max()) + 1)]
+    if y.max() >= len(classes):
+        raise UserError(f"{path}: labels up to {y.max()} but {len(classes)} class names")
+    return ImageSet(x, y, classes, str(path))
 
 
 def _png(image: np.ndarray, path: Path) -> None:

@@ -97,16 +97,8 @@ def per_class_accuracy(net: nn.Module, test: ImageSet, *, device: torch.device, 
     return np.divide(correct, counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
-def classification_accuracy(
-    train: ImageSet,
-    test: ImageSet,
-    *,
-    classifier: str = "cnn",
-    epochs: int | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> float:
+def classification_accuracy(train: ImageSet, test: ImageSet, *, classifier: str = "cnn", epochs: int | None = None,
+                            seed: int = 0, device: str | torch.device | None = None, progress: bool = True) -> float:
     """Accuracy on `test` of classifier `classifier` trained on `train` for `epochs` (its recipe's default)."""
     scores = classification_scores(train, test, classifier=classifier, epochs=epochs, seed=seed, device=device,
                                    progress=progress)
