@@ -1,6 +1,7 @@
 """The disk cache (hit, invalidation, atomic entries) and the `privimage data` commands."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -56,13 +57,18 @@ def test_cache_false_writes_nothing_and_corrupt_entry_is_a_miss(tmp_path, cache_
     assert len(again) == 2 and again.meta["from_cache"] is False
 
 
-def test_unwritable_cache_warns_and_still_loads(tmp_path, monkeypatch, capsys):
+def test_unwritable_cache_warns_and_still_loads(tmp_path, monkeypatch, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("PRIVIMAGE_CACHE", str(blocker))
-    images = load_images(write_folder(tmp_path / "d", {"a": 2}), progress=False)
+    logger = logging.getLogger("privimage")
+    logger.addHandler(caplog.handler)  # the CLI's setup may have stopped propagation to the root logger
+    try:
+        images = load_images(write_folder(tmp_path / "d", {"a": 2}), progress=False)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert len(images) == 2
-    assert "warning: not caching to" in capsys.readouterr().err
+    assert any(r.levelno == logging.WARNING and "not caching to" in r.getMessage() for r in caplog.records)
 
 
 def test_cli_info_json(tmp_path, cache_dir, capsys):

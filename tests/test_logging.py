@@ -30,7 +30,7 @@ def test_cli_logging_levels(monkeypatch, capsys):
     setup_cli(quiet=True)
     log.info("hidden")
     log.warning("shown")
-    assert capsys.readouterr().err == "privimage: shown\n"
+    assert capsys.readouterr().err == "privimage: warning: shown\n"
     assert not progress_enabled()  # --quiet also turns the bars off
     setup_cli()  # back to the default for the other tests
 

@@ -26,6 +26,14 @@ def progress_enabled(requested: bool = True) -> bool:
     return bool(requested) and os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
 
 
+class CliFormatter(logging.Formatter):
+    """"privimage: message", and "privimage: warning: message" for warnings."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"privimage: {level}{super().format(record)}"
+
+
 class StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time of the record (tests and notebooks replace it)."""
 
@@ -47,7 +55,7 @@ def setup_cli(*, quiet: bool = False, progress: bool = True, debug: bool = False
     handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
     if handler is None:
         handler = StderrHandler()
-        handler.setFormatter(logging.Formatter("privimage: %(message)s"))
+        handler.setFormatter(CliFormatter())
         logger.addHandler(handler)
     logger.propagate = False
     logging.captureWarnings(True)  # e.g. the delta >= 1/N warning, as one "privimage: ..." line
