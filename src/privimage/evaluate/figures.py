@@ -72,6 +72,9 @@ def line_svg(series: dict[str, list[tuple[float, float]]], *, width: int = 560, 
         color = COLORS[i % len(COLORS)]
         path = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in pts if math.isfinite(v))
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
+        if len(pts) <= 30:  # few points (a short run): mark each, so a single logged step is visible too
+            parts += [f'<circle cx="{sx(s):.1f}" cy="{sy(v):.1f}" r="2.5" fill="{color}"/>'
+                      for s, v in pts if math.isfinite(v)]
         parts.append(f'<text x="{width - right - 4}" y="{top + 14 * (i + 1)}" text-anchor="end" '
                      f'fill="{color}">{html.escape(label)}</text>')
     parts.append("</svg>")

@@ -12,7 +12,7 @@ from privimage.privacy.mechanism import Mechanism
 
 NONPRIVATE_FID_NOTE = ('<p class="note warn">NON-PRIVATE FID: computed against the sensitive TRAINING images, it is '
                        'NOT covered by the privacy guarantee (evaluate.allow_nonprivate_fid).</p>')
-PER_CLASS = 8  # images per class in each column of the image table
+PER_CLASS = 6  # images per class in each column of the image table
 REAL_IMAGES_NOTE = ('<p class="note warn">The real held-out images are shown as they are: they are not covered by '
                     'the DP guarantee. Remove this section before sharing the report if they are private.</p>')
 
@@ -119,7 +119,7 @@ def image_cell(x: np.ndarray | None, y: np.ndarray | None, label: int, name: str
     chosen = x[y == label][:PER_CLASS]
     if len(chosen) == 0:
         return "-"
-    uri = png_data_uri(class_row(chosen), scale=max(1, 48 // x.shape[1]))
+    uri = png_data_uri(class_row(chosen), scale=max(1, 32 // x.shape[1]))  # about 32 px per image
     return f'<img class="row" alt="{esc(name)}" src="{uri}">'
 
 
