@@ -46,6 +46,8 @@ def test_run_produces_every_artefact(tmp_path, capsys, monkeypatch):
                  "none/ledger.json", "none/samples.npz", "none/finetune/model.safetensors"]:
         assert (out / name).is_file(), name
     assert not (out / "none" / "pretrain").exists()  # the DPDM baseline has no pre-training
+    with np.load(out / "previews.npz") as previews:  # the demo's digits are public: shown (show_real_images)
+        assert {"held_out_x", "public_x"} <= set(previews.files)
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"epsilon_composed", "delta", "seconds", "selection_precision", "methods"}
@@ -78,7 +80,7 @@ def test_run_produces_every_artefact(tmp_path, capsys, monkeypatch):
 
 def test_killed_after_pretraining_resumes_without_redoing_it(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    config = load_run_config(write_config(tmp_path), TINY + ["methods=[privimage]"])
+    config = load_run_config(write_config(tmp_path), TINY + ["methods=[privimage]", "evaluate.show_real_images=false"])
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -97,6 +99,8 @@ def test_killed_after_pretraining_resumes_without_redoing_it(tmp_path, monkeypat
 
     assert (out / "privimage" / "pretrain" / "model.safetensors").stat().st_mtime_ns == pretrained  # not redone
     assert (out / "selection.json").read_text() == selection  # the query was not released again
+    with np.load(out / "previews.npz") as previews:  # real held-out images only when the config asks
+        assert "public_x" in previews.files and "held_out_x" not in previews.files
     ledger = Ledger(out / "privimage" / "ledger.json", delta=1e-5, epsilon_budget=10.0)
     assert [e.name for e in ledger.entries] == ["semantic_query", "finetune"]  # charged once each
     assert ledger.entries[1].steps == 3

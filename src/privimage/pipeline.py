@@ -116,7 +116,8 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         methods[method]["step_seconds"] = {"pretrain": round(t_pretrain, 1), "finetune": round(t_finetune, 1),
                                            **methods[method].get("step_seconds", {})}
 
-    save_previews(out / "previews.npz", held_out=test, selected=selected)  # real and public images for the report
+    real = test if config.evaluate.show_real_images else None  # real images are not DP: only when asked
+    save_previews(out / "previews.npz", held_out=real, selected=selected)  # images for the report
     metrics = {
         "epsilon_composed": epsilon_composed(ledgers),  # every method is a release of the same sensitive data
         "delta": config.privacy.delta,

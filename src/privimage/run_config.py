@@ -72,6 +72,7 @@ class EvaluateConfig:
     fid_real_split: str | None = None  # real split FID compares against; None = the held-out CA images
     allow_nonprivate_fid: bool = False  # allow FID against the sensitive TRAINING split (labelled non-private)
     fid_stats: str | None = None  # statistics of the real FID images as a pytorch-fid .npz (mu, sigma)
+    show_real_images: bool = False  # put real held-out images in the report (off: they are not covered by DP)
 
 
 @dataclass

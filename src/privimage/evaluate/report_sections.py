@@ -14,7 +14,7 @@ NONPRIVATE_FID_NOTE = ('<p class="note warn">NON-PRIVATE FID: computed against t
                        'NOT covered by the privacy guarantee (evaluate.allow_nonprivate_fid).</p>')
 PER_CLASS = 6  # images per class in each column of the image table
 REAL_IMAGES_NOTE = ('<p class="note warn">The real held-out images are shown as they are: they are not covered by '
-                    'the DP guarantee. Remove this section before sharing the report if they are private.</p>')
+                    'the DP guarantee (evaluate.show_real_images). Do not share the report if they are private.</p>')
 
 
 def load_npz(path: Path) -> dict | None:
