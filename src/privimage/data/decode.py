@@ -19,6 +19,7 @@ from tqdm import tqdm
 from privimage.data.transform import convert_channels, image_to_array
 from privimage.data.tree import FileTree
 from privimage.errors import UserError
+from privimage.log import progress_enabled
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHUNK = 256  # images per task handed to a worker
@@ -108,7 +109,7 @@ def decode_files(
         return [get(n) for n in chunk]
 
     chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
-    quiet = not progress or len(names) < SERIAL_BELOW
+    quiet = not progress_enabled(progress) or len(names) < SERIAL_BELOW
     with tqdm(total=len(names), unit="img", desc="decode", disable=quiet, leave=False) as bar:
         if len(names) < SERIAL_BELOW or all(n in tree.decoded for n in names):
             return _stack(map(work, chunks), names, tree, bar)

@@ -31,6 +31,7 @@ from privimage.data.cache import cache_dir
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
 from privimage.files import atomic_path
+from privimage.log import progress_enabled
 
 DIGIT_CLASSES = "0123456789"
 DEFAULT_CHARS = DIGIT_CLASSES + "ABCDEFGHIJKLMNOPQRSTUVWXYZ" + "abcdefghijklmnopqrstuvwxyz"
@@ -117,7 +118,7 @@ def render_glyphs(*, per_class: int = 300, resolution: int = 16, seed: int = 0, 
     if cached is not None and len(cached["y"]) == len(classes) * per_class:
         return ImageSet(cached["x"], cached["y"], list(classes), source, {**meta, "from_cache": True})
     levels = np.empty((len(classes), per_class, BLOCKS, BLOCKS), dtype=np.float32)
-    for k, char in enumerate(tqdm(classes, desc="rendering glyphs", disable=not progress, file=sys.stderr)):
+    for k, char in enumerate(tqdm(classes, desc="rendering glyphs", disable=not progress_enabled(progress), file=sys.stderr)):
         levels[k] = _render_class(char, fonts, per_class, seed)
     x = upscale_levels(levels.reshape(-1, BLOCKS, BLOCKS), resolution)  # (K * per_class, R, R, 1)
     y = np.repeat(np.arange(len(classes), dtype=np.int64), per_class)

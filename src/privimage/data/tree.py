@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from privimage.errors import UserError
+from privimage.log import progress_enabled
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 
@@ -115,7 +116,7 @@ def _stream_tar(
 ) -> MemoryTree:
     files, dirs, data = [], set(), {}
     size = path.stat().st_size
-    quiet = not progress or size < 8 << 20  # no bar for archives that stream in a blink
+    quiet = not progress_enabled(progress) or size < 8 << 20  # no bar for archives that stream in a blink
     with open(path, "rb") as raw, tqdm(
         total=size, unit="B", unit_scale=True, desc=f"read {path.name}", disable=quiet, leave=False
     ) as bar:
