@@ -20,6 +20,7 @@ import torch
 from privimage.models.edm import EDMLoss, EDMPrecond
 from privimage.models.unet import CONFIGS, UNet, count_parameters
 from privimage.privacy.dpsgd import DPSGD
+from privimage.privacy.rng import NoiseSource
 from privimage.sample import edm_sampler
 from privimage.device import resolve_device
 
@@ -41,7 +42,8 @@ def measure(mode: str, name: str, batch: int, steps: int, device: str, threads: 
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     k = {"train": 1, "dp_k1": 1, "dp_k8": 8, "sample": 1}[mode]
     loss_fn, data, g = _batch(cfg, batch, device, k)
-    engine = DPSGD(net, opt, noise_multiplier=1.0, max_grad_norm=1e-3, expected_batch_size=batch, generator=g)
+    engine = DPSGD(net, opt, noise_multiplier=1.0, max_grad_norm=1e-3, expected_batch_size=batch, sample_rate=0.5,
+                   noise=NoiseSource.fresh())
 
     def step():
         if mode == "train":

@@ -13,7 +13,7 @@ from PIL import Image
 import privimage
 from privimage.errors import UserError
 from privimage.privacy.dpsgd import DPSGD
-from privimage.privacy.rng import noise_generator
+from privimage.privacy.rng import NoiseSource
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -106,5 +106,5 @@ def test_finetune_takes_what_pretrain_returns(tmp_path):
     frozen = privimage.EDMPrecond(privimage.UNet(config)).requires_grad_(False)
     optimizer = torch.optim.Adam(frozen.parameters())
     with pytest.raises(ValueError, match=r"call module.requires_grad_\(True\)"):  # the advice is the fix
-        DPSGD(frozen, optimizer, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=8,
-              generator=noise_generator(0)[0])
+        DPSGD(frozen, optimizer, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=8, sample_rate=0.5,
+              noise=NoiseSource.from_test_seed(0))

@@ -11,7 +11,9 @@ from privimage.errors import UserError
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import CONFIGS, UNet
 from privimage.privacy.accountant import epsilon_pld
+from privimage.privacy import dpsgd as dpsgd_module
 from privimage.privacy.ledger import Ledger, Mechanism
+from privimage.privacy.rng import NoiseSource
 from privimage.train import finetune as finetune_module
 from privimage.train.finetune import FinetuneConfig, calibrate_for_ledger, finetune, plan
 
@@ -50,7 +52,7 @@ def test_three_steps_ledger_epsilon_equals_the_accountant(tmp_path, sensitive):
     assert saved["entries"][0]["steps"] == 3 and saved["epsilon_pld"] == pytest.approx(expected)
     state = json.loads((tmp_path / "ft" / "state.json").read_text())
     assert state["step"] == 3 and state["epsilon"] == pytest.approx(expected)
-    assert "seed=3" in saved["noise_seed"]
+    assert "test seed 3" in saved["noise_seed"]
 
 
 @pytest.mark.parametrize("killed_at, last_checkpoint", [(3, 2), (1, 0)])
@@ -79,6 +81,8 @@ def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path,
         run(tmp_path / "b", sensitive)
     assert json.loads((tmp_path / "b" / "ft" / "state.json").read_text())["step"] == last_checkpoint
     assert Ledger(tmp_path / "b" / "ledger.json", delta=1e-5).entries[0].steps == killed_at
+    key = tmp_path / "b" / "ft" / "noise.key"  # the only secret, kept apart, owner-only
+    assert key.stat().st_mode & 0o777 == 0o600 and key.read_bytes() == NoiseSource.from_test_seed(3).secret()
     monkeypatch.setattr(finetune_module, "update_ema", real_update)
 
     net_b, ema_b, ledger_b = run(tmp_path / "b", sensitive, resume=True)
@@ -133,17 +137,46 @@ def test_dp_config_is_validated():
 
 def test_empty_poisson_batches_still_take_charged_noisy_steps(tmp_path, sensitive, monkeypatch):
     sizes = []
-    real_batches = finetune_module.poisson_batches
+    real_batches = dpsgd_module.poisson_batches
 
     def recorded(*args, **kwargs):
-        for idx in real_batches(*args, **kwargs):
+        for t, idx in real_batches(*args, **kwargs):
             sizes.append(len(idx))
-            yield idx
+            yield t, idx
 
-    monkeypatch.setattr(finetune_module, "poisson_batches", recorded)
+    monkeypatch.setattr(dpsgd_module, "poisson_batches", recorded)
     config = FinetuneConfig(steps=6, batch_size=1, micro_batch=4, multiplicity=1)  # q = 1/30: often empty
     before = {k: v.clone() for k, v in fresh_net().state_dict().items()}
     net, _, ledger = run(tmp_path, sensitive, config=config)
     assert 0 in sizes and len(sizes) == 6
     assert ledger.entries[0].steps == 6
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_finished_run_directory_holds_no_key_and_no_generator_state(tmp_path, sensitive):
+    run(tmp_path, sensitive)
+    secret = NoiseSource.from_test_seed(3).secret()
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert not list(tmp_path.rglob("noise.key")) and files
+    assert not any(secret in f.read_bytes() for f in files)  # the key is nowhere, not even inside a file
+    from safetensors import safe_open
+    with safe_open(tmp_path / "ft" / "state.safetensors", framework="pt") as f:
+        assert not [k for k in f.keys() if k.startswith("rng.")]
+
+
+def test_resume_without_the_key_refuses_naming_the_file(tmp_path, sensitive, monkeypatch):
+    real_update = finetune_module.update_ema
+
+    def killed(ema, net, *, decay, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        real_update(ema, net, decay=decay, step=step)
+
+    monkeypatch.setattr(finetune_module, "update_ema", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, sensitive)
+    monkeypatch.setattr(finetune_module, "update_ema", real_update)
+    (tmp_path / "ft" / "noise.key").unlink()
+    with pytest.raises(UserError, match=r"noise\.key: missing, but 3 DP-SGD steps were charged"):
+        run(tmp_path, sensitive, resume=True)
+    assert Ledger(tmp_path / "ledger.json", delta=1e-5).entries[0].steps == 3  # nothing new spent

@@ -101,7 +101,8 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         # 5. DP fine-tuning on the sensitive data; sigma calibrated so query + DP-SGD meet the budget.
         t_pretrain, t_step = time.time() - t_step, time.time()
         q, steps = plan(config.finetune, len(sensitive))
-        sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps)
+        sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps,
+                                        accountant=config.privacy.accountant)
         log_finetune_start(ledger, config.finetune.mechanism_name, steps=steps, sigma=sigma, q=q)
         net = finetune(net, sensitive, config=config.finetune, noise_multiplier=sigma, ledger=ledger,
                        out_dir=mdir / "finetune", seed=noise_seed(config, 1), device=device, resume=True,

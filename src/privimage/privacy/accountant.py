@@ -190,3 +190,20 @@ def calibrate_sigma(
         else:
             lo = mid
     return hi, eps_hi
+
+def calibrate_for_ledger(ledger, *, epsilon: float, sample_rate: float, steps: int, mechanism_name: str = "finetune",
+                         accountant: str = "pld") -> tuple[float, float]:
+    """DP-SGD sigma so that the ledger's other entry (at most one Gaussian query) plus DP-SGD meet epsilon.
+
+    `ledger` is a privacy.ledger.Ledger (not imported: the ledger imports this module). Its entry
+    `mechanism_name` itself (a resumed run) is left out: its sigma is the one being calibrated.
+    `accountant` ("pld" or "rdp", the config key privacy.accountant) decides sigma; the ledger always
+    reports the PLD epsilon, which is at most the RDP one, so either choice meets the target.
+    """
+    others = [m for m in ledger.entries if m.steps > 0 and m.name != mechanism_name]
+    if len(others) > 1 or (others and (others[0].kind != "gaussian" or others[0].steps != 1)):
+        raise UserError(f"{ledger.path}: can only calibrate against one Gaussian query, found {others}")
+    query_sigma = others[0].noise_multiplier if others else None
+    return calibrate_sigma(epsilon=epsilon, delta=ledger.delta, sample_rate=sample_rate, steps=steps,
+                           query_sigma=query_sigma, accountant=accountant)
+

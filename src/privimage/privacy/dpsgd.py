@@ -1,97 +1,40 @@
-"""DP-SGD (Abadi et al. 2016) with exact per-sample gradients from torch.func.
+"""DP-SGD (Abadi et al. 2016): the engine that owns the whole release, phase by phase.
 
 One noisy step per logical (Poisson) batch, whatever the number of physical micro-batches:
-    accumulate(): per-sample grads g_i (vmap over the batch)  ->  clip: g_i * min(1, C / ||g_i||)
-                  ->  add to the running sum  S += sum_i clip(g_i)
-    step():       charge one step to the ledger  ->  g = (S + N(0, (sigma C)^2 I)) / E[B]
-                  ->  optimizer.step()  ->  reset S
-Dividing by the *expected* batch size q N (not the realised size) keeps the noise calibrated to
-sensitivity C; the realised Poisson batch size is itself data-dependent and is never reported.
+    accumulate()  (a) S += sum_i clip(g_i), g_i * min(1, C / ||g_i||)   [privacy/clipping: exact | fast]
+    step()        charge step t to the ledger (unless t was charged before: a replay after a resume)
+                  (b) S <- reduce(S)                  optional, e.g. an all-reduce across processes
+                  (c) S + N(0, (sigma C)^2 I)          ONCE, fp32, NoiseSource stream "<name>/noise", counter t
+                  (d) / E[B] = q N                     the EXPECTED batch size, never the realised one
+                      + public_grads                   gradients of NON-sensitive terms only (e.g. a GAN's)
+                  (e) optimizer.step()
+Dividing by the expected batch size keeps the noise calibrated to sensitivity C; the realised Poisson
+batch size is itself data-dependent and is never reported.
 
-Why not Opacus' GradSampleModule + DPOptimizer: the hook-based per-sample rules are silently wrong for
-convolutions whose input is non-contiguous or channels_last (attention reshapes in the U-Net produce
-such inputs; on tests/test_dpsgd.py's AttentionNet, Opacus 1.6 conv weight grad_samples are off by
-~100 % relative to a one-example loop, torch.func by < 1e-6), and DPOptimizer keeps every per-sample gradient of the logical batch until step() (memory
-grows with the batch) and samples noise with its own generator handling. torch.func gives exact
-gradients for any layer, and clip + noise is the ~30 lines below.
+Replay: every draw (Poisson batch, dropout, noise) is a pure function of the NoiseSource key and (t,
+micro-batch); a step t <= the ledger's charged steps is replayed bit for bit and not charged again. The
+key file (privacy/noise_key.py) is what makes that possible; checkpoints hold no generator state.
+
+    engine = DPSGD(net, opt, noise_multiplier=sigma, max_grad_norm=C, expected_batch_size=q * n,
+                   sample_rate=q, noise=NoiseSource.fresh(), ledger=ledger)
+    for t, idx in engine.batches(n, steps=T):
+        for micro in idx.split(32) or [idx]:          # an empty batch still takes its noisy step
+            engine.accumulate(loss_fn, x[micro], y[micro])
+        engine.step()
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
+from privimage.privacy.clipping import make_clipping
+from privimage.privacy.clipping.exact import max_relative_error_vs_loop, per_sample_grads  # noqa: F401 (re-export)
 from privimage.privacy.ledger import Ledger
+from privimage.privacy.poisson import poisson_batches
+from privimage.privacy.rng import NoiseSource
 
-
-def poisson_batches(n: int, *, sample_rate: float, steps: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Yield `steps` Poisson batches: each example in range(n) joins independently with probability q.
-
-    Batches are CPU LongTensors of indices and can be empty (then still take a noisy step).
-    """
-    if not (0 < sample_rate <= 1):
-        raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
-    if n < 1 or steps < 0:
-        raise ValueError(f"need n >= 1 and steps >= 0, got n={n}, steps={steps}")
-    for _ in range(steps):
-        keep = torch.rand(n, generator=generator, device=generator.device) < sample_rate  # (n,) bool
-        yield keep.nonzero().flatten().cpu()
-
-
-class _LossOf(nn.Module):
-    """Holds `module` as a child so functional_call swaps its parameters while loss_fn(module, ...) runs."""
-
-    def __init__(self, module: nn.Module, loss_fn):
-        super().__init__()
-        self.inner = module
-        self.loss_fn = loss_fn
-
-    def forward(self, *batch):
-        return self.loss_fn(self.inner, *batch)
-
-
-def per_sample_grads(module: nn.Module, loss_fn, *batch: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Exact per-example gradients of `loss_fn(module, *batch)` -> per-sample losses (B,).
-
-    Each example is passed to loss_fn as a batch of one. Returns ({name: (B, *param.shape)}, losses (B,))
-    over the parameters that require grad. Dropout inside the model draws independently per example.
-    """
-    wrapper = _LossOf(module, loss_fn)
-    trainable = {f"inner.{k}": p.detach() for k, p in module.named_parameters() if p.requires_grad}
-    fixed = {f"inner.{k}": p.detach() for k, p in module.named_parameters() if not p.requires_grad}
-    fixed.update({f"inner.{k}": b for k, b in module.named_buffers()})
-
-    def loss_one(params, *example):
-        losses = functional_call(wrapper, {**params, **fixed}, tuple(e.unsqueeze(0) for e in example))  # (1,)
-        assert losses.shape == (1,), f"loss_fn must return one loss per example, got shape {tuple(losses.shape)}"
-        return losses[0], losses[0].detach()
-
-    per_example = vmap(grad(loss_one, has_aux=True), in_dims=(None, *[0] * len(batch)), randomness="different")
-    grads, losses = per_example(trainable, *batch)
-    return {k.removeprefix("inner."): g for k, g in grads.items()}, losses
-
-
-def max_relative_error_vs_loop(module: nn.Module, loss_fn, *batch: torch.Tensor) -> float:
-    """Largest relative error of per_sample_grads against a slow loop of one-example backward passes.
-
-    The obviously-correct reference for tests: ||g_vmap - g_loop|| / ||g_loop|| per example and
-    parameter (denominator floored at 1e-6 of that example's total gradient norm). The module must be
-    deterministic (no dropout in train mode).
-    """
-    grads, _ = per_sample_grads(module, loss_fn, *batch)
-    worst = 0.0
-    for i in range(len(batch[0])):
-        module.zero_grad(set_to_none=True)
-        loss_fn(module, *(b[i : i + 1] for b in batch)).sum().backward()
-        loop = {k: p.grad for k, p in module.named_parameters() if p.requires_grad}
-        floor = 1e-6 * torch.sqrt(sum((g.double() ** 2).sum() for g in loop.values() if g is not None))
-        for name, g_vmap in grads.items():
-            g_loop = loop[name] if loop[name] is not None else torch.zeros_like(g_vmap[i])
-            err = (g_vmap[i] - g_loop).double().norm() / torch.maximum(g_loop.double().norm(), floor).clamp_min(1e-30)
-            worst = max(worst, float(err))
-    module.zero_grad(set_to_none=True)
-    return worst
+Reduce = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]
 
 
 def check_dp_compatible(module: nn.Module) -> None:
@@ -106,40 +49,28 @@ def check_dp_compatible(module: nn.Module) -> None:
 
 
 class DPSGD:
-    """The DP-SGD engine around a module and its optimizer.
+    """The DP-SGD engine around a module and its optimizer (see the module docstring for the phases).
 
-    `generator` draws the noise and must live on the parameters' device (see privacy.rng.noise_generator).
-    With a `ledger`, the entry `mechanism_name` must have been opened with `Ledger.open_dpsgd` using the
-    same noise multiplier; every step() charges it before the noisy gradient is used.
-
-        engine = DPSGD(net, opt, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=q * n,
-                       generator=g, ledger=ledger)
-        for idx in poisson_batches(n, sample_rate=q, steps=T, generator=g):
-            for micro in idx.split(32):
-                engine.accumulate(loss_fn, x[micro], y[micro])
-            if len(idx) == 0:
-                engine.accumulate(loss_fn, x[idx], y[idx])   # empty batch: still one noisy step
-            engine.step()
+    With a `ledger`, its entry `mechanism_name` must have been opened (`Ledger.open_dpsgd`) with the same
+    noise multiplier and sample rate; each new step is charged before its noisy gradient is used.
+    `clipping`: "fast" (per-layer rules) or "exact" (torch.func reference). `autocast_dtype`: e.g.
+    torch.bfloat16 runs forward and backward under autocast; weights, norms, sums and noise stay fp32.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        *,
-        noise_multiplier: float,
-        max_grad_norm: float,
-        expected_batch_size: float,
-        generator: torch.Generator,
-        ledger: Ledger | None = None,
-        mechanism_name: str = "finetune",
-    ):
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, *, noise_multiplier: float,
+                 max_grad_norm: float, expected_batch_size: float, sample_rate: float, noise: NoiseSource,
+                 ledger: Ledger | None = None, mechanism_name: str = "finetune", clipping: str = "fast",
+                 reduce: Reduce | None = None, autocast_dtype: torch.dtype | None = None):
         if not noise_multiplier >= 0:
             raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier!r}")
         if not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
         if not expected_batch_size > 0:
             raise ValueError(f"expected_batch_size (q * N) must be > 0, got {expected_batch_size!r}")
+        if not (isinstance(sample_rate, (int, float)) and 0 < sample_rate <= 1):
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        if not isinstance(noise, NoiseSource):
+            raise ValueError(f"noise must be a privimage.privacy.rng.NoiseSource, got {type(noise).__name__}")
         check_dp_compatible(module)
         self.params = {k: p for k, p in module.named_parameters() if p.requires_grad}
         in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -150,66 +81,137 @@ class DPSGD:
                 "parameters have requires_grad=False (an EMA copy is frozen: call module.requires_grad_(True) "
                 "to train them), or build the optimizer over the trainable ones only"
             )
-        devices = {(p.device.type, p.device.index or 0) for p in self.params.values()}
-        if devices != {(generator.device.type, generator.device.index or 0)}:
-            raise ValueError(
-                f"the noise generator is on {generator.device} but the parameters are on "
-                f"{sorted({str(p.device) for p in self.params.values()})}; create it with noise_generator(device=...)"
-            )
         if ledger is not None:
             entry = next((m for m in ledger.entries if m.name == mechanism_name), None)
-            if entry is None or entry.kind != "poisson_gaussian" or entry.noise_multiplier != noise_multiplier:
+            if (entry is None or entry.kind != "poisson_gaussian" or entry.noise_multiplier != noise_multiplier
+                    or entry.sample_rate != sample_rate):
                 raise ValueError(
                     f"ledger {ledger.path} has no DP-SGD entry {mechanism_name!r} with noise_multiplier="
-                    f"{noise_multiplier}; call ledger.open_dpsgd(...) with the same parameters first"
+                    f"{noise_multiplier} and sample_rate={sample_rate}; call ledger.open_dpsgd(...) with the "
+                    "same parameters first"
                 )
-        self.module, self.optimizer, self.generator = module, optimizer, generator
+        self.module, self.optimizer, self.noise = module, optimizer, noise
         self.noise_multiplier, self.max_grad_norm = float(noise_multiplier), float(max_grad_norm)
-        self.expected_batch_size = float(expected_batch_size)
-        self.ledger, self.mechanism_name = ledger, mechanism_name
-        self.steps = 0  # noisy steps taken by this engine
-        self._sum = {k: torch.zeros_like(p) for k, p in self.params.items()}  # sum of clipped grads
+        self.expected_batch_size, self.sample_rate = float(expected_batch_size), float(sample_rate)
+        self.ledger, self.mechanism_name, self.reduce = ledger, mechanism_name, reduce
+        self.clipping = make_clipping(clipping)
+        self.autocast_dtype = autocast_dtype
+        self.steps = 0  # steps taken (a resumed run starts at its checkpoint's step, see batches())
+        self._micro = 0  # micro-batches accumulated into the current logical batch
+        self._sums = {k: torch.zeros_like(p, dtype=torch.float32) for k, p in self.params.items()}  # phase (a)
         self._open = True  # a logical batch is being accumulated (step() allowed)
 
+    # ----------------------------------------------------------------------------------------------- batches
+    def charged(self) -> int:
+        """Steps of this mechanism already charged in the ledger (0 without a ledger)."""
+        if self.ledger is None:
+            return 0
+        return next(m.steps for m in self.ledger.entries if m.name == self.mechanism_name)
+
+    def batches(self, n: int, *, steps: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (t, CPU indices) for t = start+1 .. steps; q and E[B] = q n are checked against n.
+
+        `start` is the step of the checkpoint a resumed run restored; steps start+1 .. charged() are
+        replays (same batch, same noise, not charged again).
+        """
+        if abs(self.sample_rate * n - self.expected_batch_size) > 1e-9 * self.expected_batch_size:
+            raise ValueError(f"expected_batch_size {self.expected_batch_size} != sample_rate {self.sample_rate} "
+                             f"* n {n}: the noise would be scaled for another batch size")
+        if self.ledger is not None and start > self.charged():
+            raise ValueError(f"{self.ledger.path}: {self.mechanism_name!r} shows {self.charged()} steps charged but "
+                             f"the run resumes after step {start}")
+        self.steps = start
+        for t, idx in poisson_batches(n, sample_rate=self.sample_rate, steps=steps, noise=self.noise,
+                                      mechanism=self.mechanism_name, start=start):
+            if self.steps != t - 1:
+                raise RuntimeError(f"step {t - 1} was not taken (call engine.step() once per batch)")
+            yield t, idx
+
+    def generator(self, *, stream: str, device="cpu") -> torch.Generator:
+        """A generator for NON-secret randomness of the current micro-batch (e.g. diffusion-loss draws).
+
+        A pure function of (key, step, micro-batch index, stream), so a replayed step redraws identically.
+        """
+        return self.noise.torch_generator(stream=f"{self.mechanism_name}/{stream}", counter=self.steps + 1,
+                                          index=self._micro, device=device)
+
+    # ----------------------------------------------------------------------------------------- phases (a)
     def zero_grad(self) -> None:
         """Drop what was accumulated and start a new logical batch."""
-        for s in self._sum.values():
+        for s in self._sums.values():
             s.zero_()
+        self._micro = 0
         self._open = True
 
     def accumulate(self, loss_fn, *batch: torch.Tensor) -> torch.Tensor:
-        """Add one physical micro-batch's clipped per-example gradients; returns its losses (B,), detached.
+        """Phase (a) for one physical micro-batch: add its clipped per-example gradients; returns losses (B,).
 
-        The losses are NOT noised: use them for control flow only, never log or save them.
+        loss_fn(module, *batch) -> (B,) per-example losses. The losses are NOT noised: use them for control
+        flow only, never log or save them. Dropout draws from a generator derived from (key, step, micro).
         """
         self._open = True
         if len(batch[0]) == 0:
+            self._micro += 1
             return torch.zeros(0, device=batch[0].device)
-        grads, losses = per_sample_grads(self.module, loss_fn, *batch)
-        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))  # (B,) full-gradient norms
-        scale = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # (B,) clip factor
-        for name, g in grads.items():
-            self._sum[name].add_(torch.einsum("b,b...->...", scale.to(g.dtype), g))
+        device = next(iter(self.params.values())).device
+        seed = self.noise.torch_generator(stream=f"{self.mechanism_name}/dropout", counter=self.steps + 1,
+                                          index=self._micro).initial_seed()
+        self._micro += 1
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            with torch.autocast(device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                sums, losses = self.clipping(self.module, loss_fn, batch, max_grad_norm=self.max_grad_norm)
+        for name, s in sums.items():
+            self._sums[name].add_(s)
         return losses.detach()
 
+    # ----------------------------------------------------------------------------------- phases (b) - (e)
     @torch.no_grad()
-    def step(self) -> dict:
-        """One noisy step; charged to the ledger first. Returns stats derived only from noised values."""
+    def step(self, public_grads: dict[str, torch.Tensor] | None = None) -> dict:
+        """One noisy step t = steps + 1; charged first unless it is a replay. Returns stats of noised values.
+
+        public_grads: {param name: gradient} of terms computed on NON-sensitive data only; added after the
+        noise and the division by E[B], before the optimizer step. stats["noisy_grad_norm"] is a 0-dim
+        tensor (no host sync here; call float() when logging).
+        """
         if not self._open:
             raise RuntimeError(
                 "DPSGD.step() called twice without accumulate() or zero_grad() in between; an empty Poisson "
                 "batch must still go through accumulate() (with the empty tensors) or zero_grad()"
             )
-        if self.ledger is not None:
+        unknown = set(public_grads or {}) - set(self.params)
+        if unknown:
+            raise ValueError(f"public_grads has no trainable parameter named {sorted(unknown)[:3]}")
+        t = self.steps + 1
+        replay = self.ledger is not None and t <= self.charged()
+        if self.ledger is not None and not replay:
             self.ledger.charge_step(self.mechanism_name)
-        std = self.noise_multiplier * self.max_grad_norm
-        sq_norms = []
+        sums = self._sums
+        if self.reduce is not None:  # (b)
+            reduced = self.reduce(sums)
+            sums = sums if reduced is None else reduced
+        noise = self._noise(t)  # (c) {name: fp32 tensor}
+        sq_norm = None
         for name, p in self.params.items():
-            noise = torch.normal(0.0, std, size=p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
-            p.grad = (self._sum[name] + noise) / self.expected_batch_size
-            sq_norms.append(p.grad.float().pow(2).sum())
-        self.optimizer.step()
+            g = sums[name] if noise is None else sums[name] + noise[name]
+            g = g / self.expected_batch_size  # (d)
+            sq_norm = g.pow(2).sum() if sq_norm is None else sq_norm + g.pow(2).sum()
+            if public_grads is not None and name in public_grads:
+                g = g + public_grads[name].to(g)
+            p.grad = g.to(p.dtype)
+        self.optimizer.step()  # (e)
         self.zero_grad()
         self._open = False
-        self.steps += 1
-        return {"step": self.steps, "noisy_grad_norm": float(torch.stack(sq_norms).sum().sqrt())}
+        self.steps = t
+        return {"step": t, "noisy_grad_norm": sq_norm.sqrt(), "replayed": replay}
+
+    def _noise(self, t: int) -> dict[str, torch.Tensor] | None:
+        """N(0, (sigma C)^2) for every parameter, fp32, drawn once per step from the NoiseSource."""
+        if self.noise_multiplier == 0:
+            return None
+        total = sum(p.numel() for p in self.params.values())
+        device = next(iter(self.params.values())).device
+        flat = self.noise.gaussian((total,), std=self.noise_multiplier * self.max_grad_norm,
+                                   stream=f"{self.mechanism_name}/noise", counter=t, device=device)
+        parts = flat.split([p.numel() for p in self.params.values()])
+        return {name: z.view(p.shape).to(p.device) for (name, p), z in zip(self.params.items(), parts)}

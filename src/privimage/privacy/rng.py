@@ -136,13 +136,14 @@ class NoiseSource:
         z = normals.view(_HARDENING_DRAWS, m).sum(0) / math.sqrt(_HARDENING_DRAWS)  # (m,) ~ N(0, 1)
         return (z * std).to(dtype).view(shape)
 
-    def torch_generator(self, *, stream: str, counter: int, device="cpu") -> torch.Generator:
+    def torch_generator(self, *, stream: str, counter: int, index: int = 0, device="cpu") -> torch.Generator:
         """A torch.Generator seeded from (stream, counter), for randomness that need NOT be secret.
 
         E.g. the diffusion loss's noise levels and noise images: privacy does not rest on them, but a
         replayed step must redraw them identically, so they are derived from the key like everything else.
         """
-        seed = int.from_bytes(self.random_bytes(8, stream=stream, counter=counter), "little") & ((1 << 63) - 1)
+        seed = int.from_bytes(self.random_bytes(8, stream=stream, counter=counter, index=index), "little")
+        seed &= (1 << 63) - 1
         return torch.Generator(device=device).manual_seed(seed)
 
 

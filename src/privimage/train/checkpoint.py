@@ -2,13 +2,15 @@
 
 A checkpoint is a directory:
     model.safetensors   fp32 weights "net.*" and their EMA "ema.*"; metadata: step, model config
-    state.safetensors   optimizer tensors "opt.<param>.<key>" and RNG states "rng.<name>" (uint8)
+    state.safetensors   optimizer tensors "opt.<param>.<key>"; for NON-private training (pre-training) also
+                        the RNG states "rng.<name>" (uint8) of the generators it was given
     state.json          step, kind, model/train config, optimizer hyper-parameters, ledger position
 Each file is written to a temporary name and renamed (atomic on POSIX); state.json goes last and the
 files carry their step, so a save cut short is detected instead of silently mixing two steps.
 
-The RNG states of a DP fine-tuning run include the generator of the DP noise: state.safetensors is a
-SECRET of the training run (with it one could recompute the noise). Release only model.safetensors.
+A DP fine-tuning checkpoint holds NO generator state: its randomness is a pure function of the
+release's NoiseSource key, which lives apart in noise.key (privacy/noise_key.py) and is deleted when the
+release is final. Release only model.safetensors all the same (the optimizer state is not needed).
 """
 
 import json
@@ -43,8 +45,8 @@ class Checkpoint:
         net.load_state_dict(_strip(self.weights, "ema." if ema else "net."))
         return net
 
-    def restore(self, net, ema, optimizer, generators: dict[str, torch.Generator]) -> None:
-        """Load weights, EMA, optimizer and RNG states into a run that continues from this step."""
+    def restore(self, net, ema, optimizer, generators: dict[str, torch.Generator] | None = None) -> None:
+        """Load weights, EMA, optimizer and (when saved) RNG states into a run that continues from this step."""
         device = next(net.parameters()).device
         net.load_state_dict(_strip(self.weights, "net."))
         ema.load_state_dict(_strip(self.weights, "ema."))
@@ -54,9 +56,10 @@ class Checkpoint:
                 _, index, name = key.split(".", 2)
                 opt_state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
         optimizer.load_state_dict({"state": opt_state, "param_groups": self.state["optimizer"]})
-        for name, gen in generators.items():
+        for name, gen in (generators or {}).items():
             gen.set_state(self.tensors[f"rng.{name}"])
-        torch.set_rng_state(self.tensors["rng.torch"])
+        if "rng.torch" in self.tensors:
+            torch.set_rng_state(self.tensors["rng.torch"])
         if "rng.cuda" in self.tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(self.tensors["rng.cuda"])
 
@@ -71,9 +74,13 @@ def model_meta(net: EDMPrecond) -> dict:
 
 
 def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.optim.Optimizer, step: int,
-                    kind: str, config: dict, generators: dict[str, torch.Generator], ledger: dict | None = None,
-                    extra: dict | None = None) -> None:
-    """Write the checkpoint directory `path` (see the module docstring). `ledger`: path and steps charged."""
+                    kind: str, config: dict, generators: dict[str, torch.Generator] | None = None,
+                    ledger: dict | None = None, extra: dict | None = None) -> None:
+    """Write the checkpoint directory `path` (see the module docstring). `ledger`: path and steps charged.
+
+    generators: states of NON-private generators to save with the global ones (pre-training); a DP
+    fine-tuning run passes none, so its checkpoint holds no randomness state.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     meta = {"step": str(step), "kind": kind, "model": json.dumps(model_meta(net))}
@@ -81,10 +88,11 @@ def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.
     weights |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     opt = optimizer.state_dict()
     tensors = {f"opt.{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if torch.is_tensor(v)}
-    tensors |= {f"rng.{name}": gen.get_state() for name, gen in generators.items()}
-    tensors["rng.torch"] = torch.get_rng_state()  # dropout draws from the global generators
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    if generators:
+        tensors |= {f"rng.{name}": gen.get_state() for name, gen in generators.items()}
+        tensors["rng.torch"] = torch.get_rng_state()  # dropout draws from the global generators
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
     state = {"step": step, "kind": kind, "model": model_meta(net), "config": config,
              "optimizer": opt["param_groups"], "ledger": ledger, **(extra or {})}
     with atomic_path(path / MODEL_FILE) as tmp:

@@ -1,20 +1,22 @@
 """PrivImage step 5: fine-tune the (pre-trained) diffusion model on the SENSITIVE images with DP-SGD.
 
-Each logical step: a Poisson batch at rate q = batch_size / N; its per-example EDM losses (each the mean
-over K noisy copies, so one example = one clipped contribution) go through `privacy.dpsgd.DPSGD` in
-physical micro-batches (memory bounded); all micro-batches of one logical batch make ONE noisy step,
-charged to the ledger before it is used. The ledger entry is opened (all planned steps checked against
-the budget) before the first step. The noise multiplier sigma is given: the caller calibrates it to the
-TOTAL budget, query included (`calibrate_for_ledger`).
+Only the EDM-specific loop lives here; the release itself (Poisson batches, clipping, noise, charging,
+replay) is `privacy.dpsgd.DPSGD`. Each logical step t: the engine's Poisson batch at rate q =
+batch_size / N; per PHYSICAL micro-batch, the diffusion-loss draws (sigma, noise, label drop) from a
+generator derived from (key, t, micro-batch), then the per-example EDM losses (each the mean over K
+noisy copies, so one example = one clipped contribution) go into `engine.accumulate`; one
+`engine.step()` per logical batch. The noise multiplier sigma is given: the caller calibrates it to
+the TOTAL budget, query included (`calibrate_for_ledger`).
 
 What is logged (log.jsonl, progress bar): step, epsilon so far (from the ledger), the norm of the NOISY
 gradient, and images/s counted with the EXPECTED batch size. Per-example losses of the sensitive data
 are un-noised statistics: they are never logged, printed or saved.
 
-Resuming: the checkpoint holds the noise generator's state (keep it secret, see train/checkpoint.py).
-Steps between the last checkpoint and the kill were already charged; they are replayed with the same
-restored randomness (same Poisson batches, same noise), i.e. the same release again, and not charged
-twice. So the ledger's steps always equal the steps taken.
+Resuming: the only secret is the NoiseSource key in out_dir/noise.key (written 0600 before the first
+charge, deleted after the last step's checkpoint, see privacy/noise_key.py); checkpoints hold no
+generator state. Steps between the last checkpoint and the kill were already charged; the engine
+replays them from the key (same batches, draws and noise: the same release again) without charging
+them twice, so the ledger's steps always equal the steps taken.
 
 Example:
     >>> q, steps = plan(FinetuneConfig(epochs=50), len(sensitive))
@@ -23,6 +25,7 @@ Example:
     ...                out_dir="run/finetune")
 """
 
+import logging
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -32,17 +35,20 @@ import torch
 from tqdm import tqdm
 
 from privimage.data import ImageSet
+from privimage.device import resolve_device
 from privimage.errors import UserError
 from privimage.models.edm import EDMLoss, EDMPrecond, to_model_space
-from privimage.privacy.accountant import calibrate_sigma
-from privimage.privacy.dpsgd import DPSGD, check_dp_compatible, poisson_batches
+from privimage.privacy import noise_key
+from privimage.privacy.accountant import calibrate_for_ledger  # noqa: F401 (re-exported: privimage.calibrate_for_ledger)
+from privimage.privacy.dpsgd import DPSGD, check_dp_compatible
 from privimage.privacy.ledger import Ledger
-from privimage.privacy.rng import noise_generator
 from privimage.train.checkpoint import JSON_FILE, load_checkpoint, save_checkpoint
 from privimage.train.ema import make_ema, update_ema
 from privimage.train.pretrain import check_images
-from privimage.device import resolve_device
 from privimage.train.runlog import RunLog
+
+log = logging.getLogger(__name__)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class FinetuneConfig:
     epochs: float = 50.0  # passes over the data in expectation: steps = ceil(epochs * N / batch_size)
     steps: int | None = None  # noisy steps; when set, overrides epochs
     batch_size: int = 256  # EXPECTED logical batch size q * N (Poisson sampling)
-    micro_batch: int = 32  # physical micro-batch (examples per vmap call); bounds memory only
+    micro_batch: int = 32  # physical micro-batch (examples per forward/backward); bounds memory only
     clip: float = 1e-3  # per-example L2 clipping norm C (paper default)
     multiplicity: int = 8  # noisy copies K per example, averaged inside its loss
     lr: float = 3e-4  # Adam learning rate
@@ -59,6 +65,9 @@ class FinetuneConfig:
     checkpoint_every: int = 50  # noisy steps between checkpoints (and one at the end)
     log_every: int = 10  # noisy steps between log.jsonl lines (each computes epsilon so far)
     mechanism_name: str = "finetune"  # ledger entry name
+    clipping: str = "fast"  # per-example clipping: fast (per-layer rules) or exact (torch.func reference)
+    precision: str = "fp32"  # fp32, or bf16 autocast (fp32 weights, norms and noise; for GPUs)
+    channels_last: bool = False  # channels_last memory format for the U-Net (measure: helps on some GPUs)
 
     def __post_init__(self):
         if self.steps is None and not self.epochs > 0:
@@ -71,6 +80,10 @@ class FinetuneConfig:
             raise ValueError(f"clip and lr must be > 0, got clip={self.clip}, lr={self.lr}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.clipping not in ("fast", "exact"):
+            raise ValueError(f"finetune.clipping must be fast or exact, got {self.clipping!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"finetune.precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
 
 def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
@@ -78,92 +91,86 @@ def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
     if n < 1:
         raise UserError("no sensitive images to fine-tune on")
     if config.batch_size > n:
-        raise UserError(f"expected batch size {config.batch_size} > {n} sensitive images; lower --batch")
+        raise UserError(f"finetune.batch_size {config.batch_size} > {n} sensitive images; lower it")
     q = config.batch_size / n
     return q, config.steps if config.steps is not None else math.ceil(config.epochs / q)
-
-
-def calibrate_for_ledger(ledger: Ledger, *, epsilon: float, sample_rate: float, steps: int,
-                         mechanism_name: str = "finetune") -> tuple[float, float]:
-    """DP-SGD sigma so that the ledger's other entry (at most one Gaussian query) plus DP-SGD meet epsilon.
-
-    The entry `mechanism_name` itself (a resumed run) is left out: its sigma is the one being calibrated.
-    """
-    others = [m for m in ledger.entries if m.steps > 0 and m.name != mechanism_name]
-    if len(others) > 1 or (others and (others[0].kind != "gaussian" or others[0].steps != 1)):
-        raise UserError(f"{ledger.path}: can only calibrate against one Gaussian query, found {others}")
-    query_sigma = others[0].noise_multiplier if others else None
-    return calibrate_sigma(epsilon=epsilon, delta=ledger.delta, sample_rate=sample_rate, steps=steps,
-                           query_sigma=query_sigma)
 
 
 def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, noise_multiplier: float,
              ledger: Ledger, out_dir, seed: int | None = None, device="auto", resume: bool = False,
              progress: bool = True) -> EDMPrecond:
-    """DP fine-tune `net` in place on `sensitive`; returns the (fresh) EMA model. seed=None: os.urandom."""
+    """DP fine-tune `net` in place on `sensitive`; returns the (fresh) EMA model.
+
+    seed=None: a fresh 256-bit key (os.urandom); an int only for tests (public, predictable noise).
+    """
     check_images(net, sensitive)
     check_dp_compatible(net)
     device, out_dir = resolve_device(device), Path(out_dir)
     q, steps = plan(config, len(sensitive))
     net.to(device).train().requires_grad_(True)  # every weight is fine-tuned, also of a frozen EMA copy (pretrain's)
+    if config.channels_last:
+        net.to(memory_format=torch.channels_last)
     ema = make_ema(net)  # fresh EMA, started from the pre-trained weights
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    generator, how = noise_generator(seed, device=device)  # Poisson batches, loss randomness and DP noise
-    if how not in ledger.noise_seed:
-        ledger.noise_seed = f"{ledger.noise_seed}; {config.mechanism_name}: {how}"  # recorded at the next write
-    loss_fn = EDMLoss(sigma_data=net.sigma_data, label_dropout=config.label_dropout,
-                      multiplicity=config.multiplicity)
     name = config.mechanism_name
     ledger.open_dpsgd(name, sample_rate=q, noise_multiplier=noise_multiplier, planned_steps=steps)
-    engine = DPSGD(net, optimizer, noise_multiplier=noise_multiplier, max_grad_norm=config.clip,
-                   expected_batch_size=config.batch_size, generator=generator, ledger=ledger, mechanism_name=name)
     start, restored = 0, resume and (out_dir / JSON_FILE).is_file()
     if restored:
         ckpt = load_checkpoint(out_dir)
         if ckpt.state["kind"] != "finetune" or ckpt.state["config"] != _json(config):
             raise UserError(f"{out_dir}: holds a different run (kind or config differ); use a new --out")
-        ckpt.restore(net, ema, optimizer, {"noise": generator})
+        ckpt.restore(net, ema, optimizer)
         start = ckpt.step
     charged = _charged(ledger, name)
     if charged < start:
         raise UserError(f"{ledger.path}: {name!r} shows {charged} steps but the checkpoint took {start}")
     if charged > start and not restored:  # fresh randomness: these would be new releases, not replays
-        raise UserError(f"{ledger.path}: {name!r} already spent {charged} steps; resume that run (--resume, same "
-                        f"--out) or start a new release with a new ledger")
-
+        raise UserError(f"{ledger.path}: {name!r} already spent {charged} steps; resume that run (resume, same "
+                        f"output directory) or start a new release with a new ledger")
+    key_file = out_dir / noise_key.KEY_FILE
+    if start == steps:  # the release is final: nothing to draw, no secret to keep
+        noise_key.delete(key_file)
+        return ema
+    noise = noise_key.load_or_create(key_file, charged=charged, test_seed=seed)
+    if noise.describe() not in ledger.noise_seed:
+        ledger.noise_seed = f"{ledger.noise_seed}; {name}: {noise.describe()}"  # recorded at the next write
+    engine = DPSGD(net, optimizer, noise_multiplier=noise_multiplier, max_grad_norm=config.clip,
+                   expected_batch_size=config.batch_size, sample_rate=q, noise=noise, ledger=ledger,
+                   mechanism_name=name, clipping=config.clipping, autocast_dtype=PRECISIONS[config.precision])
+    loss_fn = EDMLoss(sigma_data=net.sigma_data, label_dropout=config.label_dropout,
+                      multiplicity=config.multiplicity)
 
     def save(step: int) -> None:
         save_checkpoint(out_dir, net=net, ema=ema, optimizer=optimizer, step=step, kind="finetune",
-                        config=_json(config), generators={"noise": generator},
+                        config=_json(config),
                         ledger={"path": str(ledger.path), "name": name, "steps": _charged(ledger, name)},
                         extra={"noise_multiplier": noise_multiplier, "sample_rate": q, "delta": ledger.delta,
                                "epsilon": ledger.epsilon() if step == steps else None})
 
     if not restored:
-        save(0)  # the randomness before step 1: a run killed before its first checkpoint can still resume
+        save(0)  # the weights before step 1: a run killed before its first checkpoint can still resume
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
-    log = RunLog(out_dir, start_step=start)
+    runlog = RunLog(out_dir, start_step=start)
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
                disable=not progress)
-    batches = poisson_batches(len(sensitive), sample_rate=q, steps=steps - start, generator=generator)
-    for step, idx in enumerate(batches, start=start + 1):
-        engine.ledger = ledger if step > charged else None  # a replayed step is already in the ledger
-        x = to_model_space(x_all[idx.to(device)])  # (B, C, H, W); B is never reported
-        y = y_all[idx.to(device)]
-        sigma, noise, drop = loss_fn.draw(x, y, generator=generator)  # (B, K), (B, K, C, H, W), (B, K)
-        for micro in torch.arange(len(idx), device=device).split(config.micro_batch):  # >= 1 chunk, maybe empty
-            engine.accumulate(loss_fn, x[micro], y[micro], sigma[micro], noise[micro], drop[micro])
+    for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
+        idx = idx.to(device)
+        for micro in idx.split(config.micro_batch) or (idx,):  # >= 1 chunk: an empty batch still takes its step
+            x = to_model_space(x_all[micro])  # (b, C, H, W); b is never reported
+            y = y_all[micro]
+            draws = loss_fn.draw(x, y, generator=engine.generator(stream="loss", device=device))  # sigma, noise, drop
+            engine.accumulate(loss_fn, x, y, *draws)
         stats = engine.step()
         update_ema(ema, net, decay=config.ema_decay, step=step)
         bar.update(1)
-        log.count(config.batch_size)
+        runlog.count(config.batch_size)
         if step % config.log_every == 0 or step == steps:
-            record = log.write(step, epsilon=round(ledger.epsilon(), 4),
-                               noisy_grad_norm=round(stats["noisy_grad_norm"], 6))
+            record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
+                                  noisy_grad_norm=round(float(stats["noisy_grad_norm"]), 6))
             bar.set_postfix(eps=record["epsilon"], img_s=record["images_per_s"])
         if step % config.checkpoint_every == 0 or step == steps:
             save(step)
-    engine.ledger = ledger
+    noise_key.delete(key_file)  # the last checkpoint is written: the release is final
     bar.close()
     print(f"privimage: DP fine-tuning done: epsilon = {ledger.epsilon():.4g} at delta = {ledger.delta:g} "
           f"({ledger.path})", file=sys.stderr)
