@@ -24,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+from privimage.baselines import UNCONDITIONAL, baseline_public_data
 from privimage.data import ImageSet
 from privimage.data import demo
 from privimage.errors import UserError
@@ -43,7 +44,7 @@ from privimage.semantic.classifier import load_classifier, save_classifier, trai
 from privimage.files import read_json, write_json_atomic
 from privimage.log import progress_enabled
 from privimage.semantic.query import dp_semantic_distribution
-from privimage.semantic.selection import Selection, apply_selection, random_subset, select, selection_precision
+from privimage.semantic.selection import Selection, apply_selection, select, selection_precision
 from privimage.train.finetune import calibrate_for_ledger, finetune, plan
 from privimage.train.pretrain import pretrain
 
@@ -86,7 +87,7 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
             selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
             pretrain_set = selected = apply_selection(public, selection)
         else:
-            pretrain_set = baseline_public_data(method, config, public, sensitive.classes, selection)
+            pretrain_set = baseline_public_data(method, config, public, num_sensitive=len(sensitive.classes))
 
         # 4. Pre-training on public data (no privacy spent; skipped for the "none" baseline = DPDM).
         t_step = time.time()
@@ -95,7 +96,7 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
             log.info("4/5 pre-training on %s %s public images (%d steps)", f"{len(pretrain_set):,}",
                      "selected" if method == "privimage" else method, config.pretrain.steps)
             ema = pretrain(net, pretrain_set, config=config.pretrain, out_dir=mdir / "pretrain", seed=config.seed,
-                           device=device, resume=True, progress=progress)
+                           device=device, resume=True, progress=progress, unconditional=method in UNCONDITIONAL)
             net = ema.requires_grad_(True)  # fine-tuning starts from the pre-trained EMA weights
 
         # 5. DP fine-tuning on the sensitive data; sigma calibrated so query + DP-SGD meet the budget.
@@ -183,17 +184,6 @@ def query_and_select(config: RunConfig, classifier, sensitive: ImageSet, public:
 def noise_seed(config: RunConfig, mechanism: int) -> int | None:
     """None (os.urandom) by default; with a test seed, a different stream per mechanism (never shared noise)."""
     return None if config.privacy.seed is None else config.privacy.seed + mechanism
-
-
-def baseline_public_data(method: str, config: RunConfig, public: ImageSet, sensitive_classes: list[str],
-                         selection: Selection | None) -> ImageSet | None:
-    """Pre-training data of the baselines: none (DPDM), all public images (PDP-Diffusion), random subset."""
-    if method == "none":
-        return None
-    if method == "all":  # every public image, each with a random sensitive label (the model is conditional)
-        return random_subset(public, len(public), sensitive_classes, seed=config.seed)
-    n = selection.n_images if selection is not None else len(public) // 10  # same size as PrivImage's
-    return random_subset(public, min(n, len(public)), sensitive_classes, seed=config.seed)
 
 
 def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: Inputs, ledger: Ledger, *,

@@ -76,6 +76,11 @@ class EvaluateConfig:
 
 
 @dataclass
+class BaselinesConfig:
+    random_fraction: float | None = None  # random baseline's share of the public set; None = PrivImage's EXPECTED share
+
+
+@dataclass
 class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["privimage", "none"])  # privimage, none (DPDM), all, random
     data: DataConfig = field(default_factory=DataConfig)  # where the sensitive and public images are, and their size
@@ -86,6 +91,7 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # step 5: DP-SGD on the sensitive images
     sample: SampleConfig = field(default_factory=SampleConfig)  # synthetic images drawn from each fine-tuned model
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # metrics of the samples vs real images
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # all / random: their public pre-training data
     seed: int = 0  # seed of the NON-private randomness (initialisation, pre-training batches, sampling)
 
 
@@ -156,6 +162,9 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"semantic.classifier: checkpoint directory not found: {s.classifier}")
     validate_splits(d, config.evaluate)
     validate_sample_and_evaluate(config.sample, config.evaluate)
+    f = config.baselines.random_fraction
+    if f is not None and not 0 < f <= 1:
+        raise UserError(f"baselines.random_fraction must be a fraction in (0, 1], got {f}")
 
 
 def validate_splits(d: DataConfig, e: EvaluateConfig) -> None:

@@ -1,8 +1,9 @@
 """PrivImage step 4: pre-train the conditional diffusion model on PUBLIC images (no privacy spent).
 
 The images' labels must already be the sensitive classes: which public images to use and how they are
-relabelled is decided by the caller (the pipeline's data modes: "selected" = the semantic selection of
-step 3, "all" = every public image, "random" = random public classes, "none" = skip pre-training).
+relabelled is decided by the caller (PrivImage: the semantic selection of step 3). `unconditional=True`
+trains every image as the null class and ignores its labels: the all / random baselines, whose public
+images have no sensitive label (privimage/baselines.py).
 Pre-training is plain Adam on the EDM loss with an EMA of the weights; bf16 autocast on CUDA only.
 
 Example:
@@ -49,9 +50,13 @@ class PretrainConfig:
 
 
 def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_dir, seed: int | None = None,
-             device="auto", resume: bool = False, progress: bool = True) -> EDMPrecond:
-    """Train `net` in place on `images`; returns the EMA model. Checkpoints and log.jsonl go to out_dir."""
-    check_images(net, images)
+             device="auto", resume: bool = False, progress: bool = True, unconditional: bool = False) -> EDMPrecond:
+    """Train `net` in place on `images`; returns the EMA model. Checkpoints and log.jsonl go to out_dir.
+
+    unconditional: every image is trained as the null class (its labels are not read), so the class
+    embeddings are left to the conditional fine-tuning.
+    """
+    check_images(net, images, labels=not unconditional)
     device = resolve_device(device)
     out_dir = Path(out_dir)
     net.to(device).train()
@@ -69,7 +74,8 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
         start = ckpt.step
         logger.info("resuming pre-training at step %d of %d", start, config.steps)
     x_all = torch.from_numpy(images.x).to(device)  # (N, H, W, C) uint8, converted per batch
-    y_all = torch.from_numpy(images.y).to(device)
+    y_all = (torch.full((len(images),), net.null_class, dtype=torch.int64, device=device) if unconditional
+             else torch.from_numpy(images.y).to(device))  # (N,)
     log = RunLog(out_dir, start_step=start)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     loss_sum = torch.zeros((), device=device)
@@ -97,18 +103,18 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
             loss_sum.zero_()
         if done % config.checkpoint_every == 0 or done == config.steps:
             save_checkpoint(out_dir, net=net, ema=ema, optimizer=optimizer, step=done, kind="pretrain",
-                            config=asdict(config), generators={"batches": generator})
+                            config=asdict(config) | {"unconditional": unconditional}, generators={"batches": generator})
     bar.close()
     return ema
 
 
-def check_images(net: EDMPrecond, images: ImageSet) -> None:
-    """UserError unless the images and labels fit the model's resolution, channels and classes."""
+def check_images(net: EDMPrecond, images: ImageSet, *, labels: bool = True) -> None:
+    """UserError unless the images (and, with `labels`, their labels) fit the model's size and classes."""
     cfg = net.config
     if images.resolution != cfg.img_resolution or images.channels != cfg.in_channels:
         raise UserError(f"{images.source or 'images'}: {images.resolution}x{images.resolution}x{images.channels} "
                         f"images, but the model expects {cfg.img_resolution}x{cfg.img_resolution}x{cfg.in_channels}")
     if len(images) == 0:
         raise UserError(f"{images.source or 'images'}: no images")
-    if images.y.min() < 0 or images.y.max() >= cfg.num_classes:
+    if labels and (images.y.min() < 0 or images.y.max() >= cfg.num_classes):
         raise UserError(f"{images.source or 'images'}: labels outside 0..{cfg.num_classes - 1}")
