@@ -15,8 +15,9 @@ losses are detached (never to be logged: they are un-noised statistics of sensit
 """
 
 from privimage.privacy.clipping.exact import ExactClipping, clip_factors, per_sample_grads
+from privimage.privacy.clipping.fast import FastClipping
 
-CLIPPING = {"exact": ExactClipping, "fast": ExactClipping}  # "fast": its own rules land next
+CLIPPING = {"exact": ExactClipping, "fast": FastClipping}
 
 
 def make_clipping(name: str):
@@ -26,4 +27,4 @@ def make_clipping(name: str):
     return CLIPPING[name]()
 
 
-__all__ = ["CLIPPING", "ExactClipping", "clip_factors", "make_clipping", "per_sample_grads"]
+__all__ = ["CLIPPING", "ExactClipping", "FastClipping", "clip_factors", "make_clipping", "per_sample_grads"]

@@ -59,10 +59,14 @@ class ExactClipping:
 
     def __call__(self, module: nn.Module, loss_fn, batch: tuple, *, max_grad_norm: float):
         grads, losses = per_sample_grads(module, loss_fn, *batch)
+        with torch.autocast(losses.device.type, enabled=False):  # fp32 norms and sums under bf16 autocast
+            return self._clip(grads, max_grad_norm), losses.detach()
+
+    @staticmethod
+    def _clip(grads: dict[str, torch.Tensor], max_grad_norm: float) -> dict[str, torch.Tensor]:
         sq = sum(g.flatten(1).float().pow(2).sum(1) for g in grads.values())  # (B,) squared full norms
         scale = clip_factors(sq, max_grad_norm)  # (B,)
-        sums = {name: torch.einsum("b,b...->...", scale, g.float()) for name, g in grads.items()}
-        return sums, losses.detach()
+        return {name: torch.einsum("b,b...->...", scale, g.float()) for name, g in grads.items()}
 
 
 def max_relative_error_vs_loop(module: nn.Module, loss_fn, *batch: torch.Tensor) -> float:

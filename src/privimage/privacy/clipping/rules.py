@@ -1,0 +1,173 @@
+"""Per-layer rules of the fast clipping: per-example squared gradient norms and the clipped sum.
+
+A layer's parameter gradient for one example is a sum over the example's rows: a (rows, d_in) input
+`A` and a (rows, d_out) output gradient `G` give grad W = G^T A. Rows are positions (conv output
+pixels, sequence items) times the example's r noisy copies: the copies of one example are ONE
+example, so their rows are pooled before the norm is taken (an EDM loss that is the mean over K
+copies). Per layer, the cheaper of two ways (mixed ghost clipping, Bu et al. 2022):
+  ghost        ||G^T A||_F^2 = <A A^T, G G^T>  (Li et al. 2021)          cost ~ T^2 (d_in + d_out)
+  instantiate  grad W materialised per example, (B, d_out, d_in)         cost ~ T d_in d_out
+with T = rows per example. The clipped sum sum_b c_b grad_b is then one matmul over the stored A and
+c-scaled G (book-keeping, Bu et al. 2023) or one contraction of the instantiated gradients.
+
+Each rule returns a Term: `sq` (B,) fp32 squared norms of the layer's trainable parameters, and
+`clipped(c)` -> {param name: fp32 sum over examples of c_b * grad_b}. Inputs/gradients arrive with a
+batch dimension N = B * r, example-major (rows b*r .. b*r + r - 1 are example b's copies).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UNFOLD_BYTES = 256 * 2**20  # memory bound of one conv unfold chunk (float32)
+
+
+@dataclass
+class Term:
+    sq: torch.Tensor  # (B,) fp32 squared norm of the layer's per-example gradient
+    clipped: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # c (B,) -> {param: sum_b c_b grad_b}
+
+
+def _trainable(layer: nn.Module) -> dict[str, nn.Parameter]:
+    return {k: p for k, p in layer.named_parameters(recurse=False) if p.requires_grad}
+
+
+def _ghost_cheaper(rows: int, d_in: int, d_out: int) -> bool:
+    return 2 * rows * rows <= d_in * d_out  # Bu et al. 2022: ghost cost 2T^2 vs instantiation d_in d_out
+
+
+def _rows(a: torch.Tensor, g: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear input (N, *, d_in) and output gradient (N, *, d_out) as (B, T, d) fp32."""
+    return a.reshape(b, -1, a.shape[-1]).float(), g.reshape(b, -1, g.shape[-1]).float()
+
+
+def _weight_term(A: torch.Tensor, G: torch.Tensor) -> Term:
+    """grad W = G^T A per example, for A (B, T, d_in), G (B, T, d_out), both fp32."""
+    b, t, d_in = A.shape
+    if _ghost_cheaper(t, d_in, G.shape[-1]):
+        sq = (torch.bmm(A, A.transpose(1, 2)) * torch.bmm(G, G.transpose(1, 2))).sum((1, 2))
+        return Term(sq, lambda c: {"weight": (G * c[:, None, None]).flatten(0, 1).T @ A.flatten(0, 1)})
+    gw = torch.bmm(G.transpose(1, 2), A)  # (B, d_out, d_in)
+    return Term(gw.pow(2).sum((1, 2)), lambda c: {"weight": torch.einsum("b,boi->oi", c, gw)})
+
+
+def _bias_term(G: torch.Tensor) -> Term:
+    gb = G.sum(1)  # (B, d_out)
+    return Term(gb.pow(2).sum(1), lambda c: {"bias": c @ gb})
+
+
+def _combine(terms: dict[str, Term]) -> Term:
+    """The Term of the trainable parameters among weight / bias."""
+    parts = list(terms.values())
+    sq = sum(t.sq for t in parts)
+    return Term(sq, lambda c: {k: v for t in parts for k, v in t.clipped(c).items()})
+
+
+def linear(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
+    A, G = _rows(a, g, b)
+    trainable = _trainable(layer)
+    terms = {}
+    if "weight" in trainable:
+        terms["weight"] = _weight_term(A, G)
+    if "bias" in trainable:
+        terms["bias"] = _bias_term(G)
+    return _combine(terms)
+
+
+def conv2d(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
+    """Conv2d (groups=1, zero padding): an unfold turns it into a Linear over the output pixels."""
+    n, c_out = g.shape[:2]
+    r = n // b
+    G = g.reshape(b, r, c_out, -1).float()  # (B, r, C_out, L); reshape copies a channels_last tensor
+    trainable = _trainable(layer)
+    terms = {}
+    if "bias" in trainable:
+        gb = G.sum((1, 3))  # (B, C_out)
+        terms["bias"] = Term(gb.pow(2).sum(1), lambda c: {"bias": c @ gb})
+    if "weight" in trainable:
+        d_in = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+        L = G.shape[-1]
+
+        def unfold(lo: int, hi: int) -> torch.Tensor:  # examples lo..hi-1 as (hi-lo, r, d_in, L) fp32
+            x = a[lo * r:hi * r].float()
+            u = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+            return u.reshape(hi - lo, r, d_in, L)
+
+        chunk = max(1, UNFOLD_BYTES // (4 * r * d_in * L))
+        if _ghost_cheaper(r * L, d_in, c_out):
+            sq = []
+            for lo in range(0, b, chunk):
+                U = unfold(lo, min(b, lo + chunk)).permute(0, 1, 3, 2).flatten(1, 2)  # (b', T, d_in)
+                Gc = G[lo:lo + chunk].permute(0, 1, 3, 2).flatten(1, 2)  # (b', T, C_out)
+                sq.append((torch.bmm(U, U.transpose(1, 2)) * torch.bmm(Gc, Gc.transpose(1, 2))).sum((1, 2)))
+
+            def clipped_ghost(c):
+                total = 0
+                for lo in range(0, b, chunk):
+                    U = unfold(lo, min(b, lo + chunk))  # (b', r, d_in, L)
+                    total = total + torch.einsum("b,bkol,bkil->oi", c[lo:lo + chunk], G[lo:lo + chunk], U)
+                return {"weight": total.reshape(layer.weight.shape)}
+
+            terms["weight"] = Term(torch.cat(sq), clipped_ghost)
+        else:
+            gw = torch.cat([torch.einsum("bkol,bkil->boi", G[lo:lo + chunk], unfold(lo, min(b, lo + chunk)))
+                            for lo in range(0, b, chunk)])  # (B, C_out, d_in)
+            terms["weight"] = Term(gw.pow(2).sum((1, 2)),
+                                   lambda c: {"weight": torch.einsum("b,boi->oi", c, gw).reshape(layer.weight.shape)})
+    return _combine(terms)
+
+
+def group_norm(layer: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
+    """y = x_hat * w + b per channel: grad w = sum over positions of x_hat * g; instantiated (p = 2C)."""
+    x_hat = F.group_norm(a.float(), layer.num_groups, eps=layer.eps)  # (N, C, *)
+    n, c_ch = g.shape[:2]
+    gf = g.float()
+    trainable = _trainable(layer)
+    per = {}
+    if "weight" in trainable:
+        per["weight"] = (x_hat * gf).reshape(n, c_ch, -1).sum(2).reshape(b, -1, c_ch).sum(1)  # (B, C)
+    if "bias" in trainable:
+        per["bias"] = gf.reshape(n, c_ch, -1).sum(2).reshape(b, -1, c_ch).sum(1)  # (B, C)
+    sq = sum(v.pow(2).sum(1) for v in per.values())
+    return Term(sq, lambda c: {k: c @ v for k, v in per.items()})
+
+
+def embedding(layer: nn.Embedding, idx: torch.Tensor, g: torch.Tensor, b: int) -> Term:
+    """Row i of grad W sums the output gradients of the example's positions that looked up index i."""
+    ids = idx.reshape(b, -1)  # (B, T)
+    G = g.reshape(b, ids.shape[1], -1).float()  # (B, T, D)
+    if layer.padding_idx is not None:
+        G = G * (ids != layer.padding_idx)[..., None]  # the padding row gets no gradient
+    t, v = ids.shape[1], layer.num_embeddings
+    if _ghost_cheaper(t, v, G.shape[-1]):
+        same = (ids[:, :, None] == ids[:, None, :]).float()  # (B, T, T)
+        sq = (same * torch.bmm(G, G.transpose(1, 2))).sum((1, 2))
+
+        def clipped(c):
+            out = torch.zeros(layer.weight.shape, dtype=torch.float32, device=G.device)
+            return {"weight": out.index_add_(0, ids.flatten(), (G * c[:, None, None]).flatten(0, 1))}
+
+        return Term(sq, clipped)
+    onehot = F.one_hot(ids, v).float()  # (B, T, V)
+    gw = torch.bmm(onehot.transpose(1, 2), G)  # (B, V, D)
+    return Term(gw.pow(2).sum((1, 2)), lambda c: {"weight": torch.einsum("b,bvd->vd", c, gw)})
+
+
+def rule_for(layer: nn.Module) -> tuple[Callable | None, str]:
+    """(rule, "") for a supported layer, else (None, why not)."""
+    if type(layer) is nn.Linear:
+        return linear, ""
+    if type(layer) is nn.Conv2d:
+        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            return None, f"Conv2d with groups={layer.groups}, padding={layer.padding!r}, mode={layer.padding_mode}"
+        return conv2d, ""
+    if type(layer) is nn.GroupNorm:
+        return group_norm, ""
+    if type(layer) is nn.Embedding:
+        if layer.max_norm is not None or layer.scale_grad_by_freq or layer.sparse:
+            return None, "Embedding with max_norm, scale_grad_by_freq or sparse"
+        return embedding, ""
+    return None, f"no rule for {type(layer).__name__}"
