@@ -9,6 +9,7 @@ import errno
 import sys
 
 from privimage import __version__
+from privimage.audit import commands as audit_commands
 from privimage.data import commands as data_commands
 from privimage.errors import UserError
 from privimage.log import setup_cli
@@ -27,6 +28,7 @@ AREAS = [
     train_commands,  # pretrain, finetune, sample
     evaluate_commands,  # evaluate, fid-stats, report
     export,  # export samples as png / imagefolder / dpimagebench / npz
+    audit_commands,  # audit: empirical lower bound on epsilon with canaries
 ]
 SWITCHES = ("--debug", "--quiet", "--no-progress")  # global switches, accepted before or after the command
 
