@@ -3,7 +3,7 @@
     1. semantic query function   a classifier trained on the PUBLIC labels only
     2. DP semantic distribution  noisy top-k histogram of the sensitive data (charged to the ledger)
     3. selection                 public classes per sensitive class, relabelled
-    4. pre-training              the conditional diffusion model on the selected public images
+    4. pre-training              the conditional generator (`generator`: diffusion or gan) on the selected public images
     5. DP fine-tuning            DP-SGD on the sensitive images, sigma calibrated to the TOTAL budget
     then sampling, evaluation (CA, FID) and the HTML report.
 
@@ -24,6 +24,8 @@ import logging
 import time
 from pathlib import Path
 
+from torch import nn
+
 from privimage.baselines import UNCONDITIONAL, baseline_public_data
 from privimage.data import ImageSet
 from privimage.data import demo
@@ -32,21 +34,19 @@ from privimage.evaluate.ca import classification_accuracies
 from privimage.evaluate.previews import save_previews
 from privimage.evaluate.provenance import provenance
 from privimage.evaluate.report import write_report
-from privimage.models.edm import EDMPrecond
-from privimage.models.unet import UNet
+from privimage.generators import family
 from privimage.preflight import Inputs, preflight
 from privimage.privacy.ledger import Ledger, epsilon_composed
 from privimage.privacy.rng import noise_generator, noise_source
 from privimage.run_config import RunConfig
 from privimage.rundir import finished_metrics, open_run_dir
-from privimage.sample import generate, load_samples, save_samples
+from privimage.sample import load_samples, save_samples
 from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
 from privimage.files import read_json, write_json_atomic
 from privimage.log import progress_enabled
 from privimage.semantic.query import dp_semantic_distribution
 from privimage.semantic.selection import Selection, apply_selection, select, selection_precision
-from privimage.train.finetune import calibrate_for_ledger, finetune, plan
-from privimage.train.pretrain import pretrain
+from privimage.train.finetune import calibrate_for_ledger, plan
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,14 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
 
         # 4. Pre-training on public data (no privacy spent; skipped for the "none" baseline = DPDM).
         t_step = time.time()
-        net = EDMPrecond(UNet(config.model))
+        generator = family(config.generator)  # diffusion (PrivImage+D) or gan (PrivImage+G): generators.py
+        net = generator.build(config)
         if pretrain_set is not None:
             log.info("4/5 pre-training on %s %s public images (%d steps)", f"{len(pretrain_set):,}",
                      "selected" if method == "privimage" else method, config.pretrain.steps)
-            ema = pretrain(net, pretrain_set, config=config.pretrain, out_dir=mdir / "pretrain", seed=config.seed,
-                           device=device, resume=True, progress=progress, unconditional=method in UNCONDITIONAL)
+            ema = generator.pretrain(net, pretrain_set, config=config, out_dir=mdir / "pretrain", seed=config.seed,
+                                     device=device, resume=True, progress=progress,
+                                     unconditional=method in UNCONDITIONAL)
             net = ema.requires_grad_(True)  # fine-tuning starts from the pre-trained EMA weights
 
         # 5. DP fine-tuning on the sensitive data; sigma calibrated so query + DP-SGD meet the budget.
@@ -105,9 +107,9 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps,
                                         accountant=config.privacy.accountant)
         log_finetune_start(ledger, config.finetune.mechanism_name, steps=steps, sigma=sigma, q=q)
-        net = finetune(net, sensitive, config=config.finetune, noise_multiplier=sigma, ledger=ledger,
-                       out_dir=mdir / "finetune", seed=noise_seed(config, 1), device=device, resume=True,
-                       progress=progress)
+        net = generator.finetune(net, sensitive, config=config, noise_multiplier=sigma, ledger=ledger,
+                                 out_dir=mdir / "finetune", seed=noise_seed(config, 1), device=device, resume=True,
+                                 progress=progress)
 
         # Sample and evaluate (post-processing: no privacy cost; CA tests on the held-out real split).
         t_finetune = time.time() - t_step
@@ -186,17 +188,16 @@ def noise_seed(config: RunConfig, mechanism: int) -> int | None:
     return None if config.privacy.seed is None else config.privacy.seed + mechanism
 
 
-def sample_and_evaluate(config: RunConfig, net: EDMPrecond, mdir: Path, inputs: Inputs, ledger: Ledger, *,
+def sample_and_evaluate(config: RunConfig, net: nn.Module, mdir: Path, inputs: Inputs, ledger: Ledger, *,
                         progress: bool) -> dict:
     """Samples (cached in samples.npz) -> CA on the real held-out images (and FID when asked)."""
     if (mdir / "metrics.json").is_file():
         return read_json(mdir / "metrics.json")
     s, t_sample, test, classes = config.sample, time.time(), inputs.test, inputs.sensitive.classes
     if not (mdir / "samples.npz").is_file():
-        log.info("sampling %s images (%s, %d steps)", f"{s.n:,}", s.sampler, s.steps)
-        x, y = generate(net, s.n, num_classes=config.model.num_classes, steps=s.steps, guidance=s.guidance,
-                        seed=config.seed, batch_size=s.batch_size, sampler=s.sampler,
-                        device=next(net.parameters()).device, progress=progress)
+        generator = family(config.generator)
+        log.info("sampling %s images (%s)", f"{s.n:,}", generator.sampler(config))
+        x, y = generator.sample(net, config, device=next(net.parameters()).device, progress=progress)
         save_samples(mdir / "samples.npz", x, y, classes=list(classes), grid=mdir / "grid.png")
     x, y = load_samples(mdir / "samples.npz")
     synthetic = ImageSet(x, y, list(classes), source=str(mdir / "samples.npz"))

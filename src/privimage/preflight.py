@@ -23,6 +23,7 @@ from privimage.data.splits import hold_out
 from privimage.device import resolve_device
 from privimage.errors import UserError
 from privimage.files import read_json
+from privimage.generators import family
 from privimage.privacy.accountant import calibrate_sigma, check_delta
 from privimage.run_config import RunConfig, validate
 from privimage.semantic.classifier import ClassifierMeta
@@ -105,9 +106,10 @@ def check_data(config: RunConfig, sensitive: ImageSet, test: ImageSet, public: I
                             f"channel(s); set data.channels and model.in_channels to {images.channels}")
         if images.resolution != d.resolution:
             raise UserError(f"{name} ({images.source}) is {images.resolution}px, not data.resolution={d.resolution}")
-    if len(sensitive.classes) != config.model.num_classes:
-        raise UserError(f"the sensitive data has {len(sensitive.classes)} classes but model.num_classes is "
-                        f"{config.model.num_classes}")
+    fam = family(config.generator)  # the active generator family's model config (`model` or `gan.model`)
+    if len(sensitive.classes) != fam.architecture(config).num_classes:
+        raise UserError(f"the sensitive data has {len(sensitive.classes)} classes but {fam.config_key}.num_classes "
+                        f"is {fam.architecture(config).num_classes}")
     if test is None:
         return
     if test.classes != sensitive.classes:

@@ -12,10 +12,13 @@ from privimage.config_io import apply_overrides, config_path, from_dict, read_ya
 from privimage.data.splits import SPLIT_FOLDERS
 from privimage.errors import UserError
 from privimage.evaluate.classifiers import CLASSIFIERS
+from privimage.generators import family
+from privimage.models.gan import GANConfig
 from privimage.models.unet import CONFIGS, UNetConfig
 from privimage.sample import SAMPLERS
 from privimage.semantic.classifier import ClassifierConfig
 from privimage.train.finetune import FinetuneConfig
+from privimage.train.gan_pretrain import GANTrainConfig
 from privimage.train.pretrain import PretrainConfig
 
 METHODS = ("privimage", "none", "all", "random")  # PrivImage and the baselines DPDM, PDP-Diffusion, random subset
@@ -81,6 +84,12 @@ class BaselinesConfig:
 
 
 @dataclass
+class GANSettings:
+    model: GANConfig = field(default_factory=GANConfig)  # architecture: resolution, channels, classes, widths
+    train: GANTrainConfig = field(default_factory=GANTrainConfig)  # Adam settings of G and D (pre-training and DP)
+
+
+@dataclass
 class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["privimage", "none"])  # privimage, none (DPDM), all, random
     data: DataConfig = field(default_factory=DataConfig)  # where the sensitive and public images are, and their size
@@ -93,6 +102,8 @@ class RunConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # metrics of the samples vs real images
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)  # all / random: their public pre-training data
     seed: int = 0  # seed of the NON-private randomness (initialisation, pre-training batches, sampling)
+    generator: str = "diffusion"  # generator family: diffusion (the U-Net in `model`) or gan (the GAN in `gan`)
+    gan: GANSettings = field(default_factory=GANSettings)  # generator: gan only: the GAN and its optimisers
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -132,7 +143,8 @@ def merge(base: dict, top: dict) -> dict:
 
 def validate(config: RunConfig) -> None:
     """One-line errors for settings that cannot work, before any data is read."""
-    p, d, m, s = config.privacy, config.data, config.model, config.semantic
+    p, d, s = config.privacy, config.data, config.semantic
+    m = family(config.generator).architecture(config)  # the active family's model config (`model` or `gan.model`)
     if not (math.isfinite(p.epsilon) and p.epsilon > 0):
         raise UserError(f"privacy.epsilon must be a finite number > 0, got {p.epsilon}")
     if not 0 < p.delta < 1:
@@ -150,8 +162,9 @@ def validate(config: RunConfig) -> None:
     if d.channels not in (1, 3):
         raise UserError(f"data.channels must be 1 or 3, got {d.channels}")
     if m.img_resolution != d.resolution or m.in_channels != d.channels:
-        raise UserError(f"model is {m.img_resolution}px x {m.in_channels} channels but data is "
-                        f"{d.resolution}px x {d.channels} channels; set model.img_resolution / model.in_channels")
+        key = family(config.generator).config_key
+        raise UserError(f"{key} is {m.img_resolution}px x {m.in_channels} channels but data is "
+                        f"{d.resolution}px x {d.channels} channels; set {key}.img_resolution / {key}.in_channels")
     for name in ("sensitive", "public"):
         source = getattr(d, name)
         if source.startswith("demo:") and source not in DEMO_SOURCES:

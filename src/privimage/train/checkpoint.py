@@ -65,12 +65,15 @@ class Checkpoint:
 
 
 def build_model(model_meta: dict) -> EDMPrecond:
-    """EDMPrecond(UNet) from the "model" entry of state.json: {"unet": {...}, "sigma_data": float}."""
+    """EDMPrecond(UNet) from the "model" entry of state.json: {"family", "unet": {...}, "sigma_data": float}."""
+    if model_meta.get("family", "diffusion") != "diffusion":  # e.g. a GAN: privimage.generators.load_generator
+        raise UserError(f"a {model_meta['family']} checkpoint is not a diffusion model; load it with "
+                        f"privimage.generators.load_generator")
     return EDMPrecond(UNet(UNetConfig.from_dict(model_meta["unet"])), sigma_data=model_meta["sigma_data"])
 
 
 def model_meta(net: EDMPrecond) -> dict:
-    return {"unet": net.config.to_dict(), "sigma_data": net.sigma_data}
+    return {"family": "diffusion", "unet": net.config.to_dict(), "sigma_data": net.sigma_data}  # generators.py
 
 
 def save_checkpoint(path, *, net: EDMPrecond, ema: EDMPrecond, optimizer: torch.optim.Optimizer, step: int,
