@@ -54,7 +54,7 @@ def lower_bound(scores, included, *, delta: float, confidence: float = 0.95,
     scores, included = np.asarray(scores, dtype=np.float64), np.asarray(included, dtype=bool)
     m = len(scores)
     if scores.shape != included.shape or m < 2:
-        raise ValueError(f"need as many scores as inclusion flags (at least 2), got {scores.shape} and {included.shape}")
+        raise ValueError(f"need as many scores as inclusion flags (at least 2), got {scores.shape}, {included.shape}")
     if not np.all(np.isfinite(scores)):
         raise ValueError("canary scores must be finite")
     if not 0 < confidence < 1:

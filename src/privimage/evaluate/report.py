@@ -98,6 +98,9 @@ def render_report(run_dir: str | Path) -> str:
         ("provenance", "Provenance", sections.provenance_section(read_json(run / "provenance.json"))),
         ("config", "Config", f"<pre>{esc(json.dumps(config, indent=2))}</pre>" if config else NOT_AVAILABLE),
     ]
+    audit = read_json(run / "audit.json")  # written by `privimage audit --out RUN`
+    if isinstance(audit, dict):
+        parts.insert(1, ("audit", "Privacy audit: empirical lower bound", sections.audit_section(audit)))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = "".join(f'<li><a href="#{anchor}">{esc(title)}</a></li>' for anchor, title, _ in parts)
     body = [f"<h1>privimage run {esc(run.resolve().name)}</h1><p>{esc(str(run.resolve()))}, report written {stamp}</p>",

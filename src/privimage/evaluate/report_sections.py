@@ -222,3 +222,16 @@ def provenance_section(prov: dict | None) -> str:
     note = ('<p class="note">The sensitive file is named by path, size and modification time only: a content hash '
             'would be an un-noised function of the sensitive images. The public data carries its SHA-256.</p>')
     return table(["", "value"], top) + table(["data", "identity"], rows) + note
+
+
+def audit_section(audit: dict) -> str:
+    """`privimage audit`'s result (audit.json): the empirical lower bound next to the claimed epsilon."""
+    keys = ("setting", "canaries", "epsilon_claimed", "epsilon_lower_bound", "confidence", "guesses", "correct",
+            "minutes")
+    out = table(["setting", "canaries", "claimed epsilon", "lower bound", "confidence", "guesses", "right",
+                 "minutes"], [[audit.get(k) for k in keys]])
+    bound, claimed = audit.get("epsilon_lower_bound"), audit.get("epsilon_claimed")
+    if isinstance(bound, (int, float)) and isinstance(claimed, (int, float)) and bound > claimed:
+        out += '<p class="warn">The lower bound EXCEEDS the claimed epsilon: the release breaks its guarantee.</p>'
+    return out + ('<p class="note">A separate DP fine-tuning run of this config with canaries; the bound holds at the '
+                  'stated confidence and is far below the claim by design (docs/audit.md).</p>')
