@@ -43,7 +43,7 @@ def check_compatible(train: ImageSet, test: ImageSet) -> None:
 def train_classifier(
     train: ImageSet, recipe: Recipe, *, epochs: int, seed: int, device: torch.device, progress: bool, desc: str
 ) -> nn.Module:
-    """SGD with a per-step cosine schedule over `epochs`; returns the network after the last epoch."""
+    """SGD with the recipe's per-step schedule over `epochs`; returns the network after the last epoch."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = recipe.build(in_channels=train.channels, num_classes=len(train.classes)).to(device)
@@ -53,7 +53,7 @@ def train_classifier(
     )
     batch = min(recipe.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    sched = schedule(opt, recipe, total=max(1, epochs * steps_per_epoch))
     x_all, y_all = to_model_space(train.x), torch.from_numpy(train.y)
     shuffle = torch.Generator().manual_seed(seed)
     net.train()
@@ -64,13 +64,46 @@ def train_classifier(
             idx = order[i * batch : (i + 1) * batch]
             if len(idx) < 2:  # BatchNorm needs two images; drop a trailing singleton
                 continue
-            loss = nn.functional.cross_entropy(net(x_all[idx].to(device)), y_all[idx].to(device))
+            x = augment(x_all[idx], recipe, generator=shuffle).to(device)  # (B, C, H, W)
+            loss = nn.functional.cross_entropy(net(x), y_all[idx].to(device), label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return net
+
+
+def schedule(opt: torch.optim.Optimizer, recipe: Recipe, *, total: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay to 0 over `total` steps, after a linear warm-up from 0 over recipe.warmup * total steps
+    (one-cycle: a cold start at the peak lr made ResNet-9 diverge)."""
+    warm = int(recipe.warmup * total)
+    if warm == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def augment(x: torch.Tensor, recipe: Recipe, *, generator: torch.Generator) -> torch.Tensor:
+    """Random crops (reflect-padded by recipe.crop_padding) and horizontal flips of a batch (B, C, H, W)."""
+    if recipe.flip:
+        flip = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    p = recipe.crop_padding
+    if p:
+        h, w = x.shape[2:]
+        padded = nn.functional.pad(x, (p, p, p, p), mode="reflect")  # (B, C, H + 2p, W + 2p)
+        dy, dx = torch.randint(0, 2 * p + 1, (2, len(x)), generator=generator)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
+        x = padded[torch.arange(len(x))[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+                   rows, cols]
+    return x
 
 
 @torch.no_grad()

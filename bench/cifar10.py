@@ -1,0 +1,143 @@
+"""The CIFAR-10 benchmark ladder: one rung through `privimage run`, then the results table.
+
+CIFAR-10 is the sensitive data (train split; CA and FID on the held-out test split), Tiny-ImageNet-32 the
+public data. Rungs (configs that ship with privimage):
+
+    cpu     privimage:cifar10_cpu.yaml        all four methods, <= 90 minutes on 2 CPU cores (estimated)
+    gpu     privimage:cifar10_gpu.yaml        privimage + none in one H100 call of < 8 minutes (unmeasured)
+    paper   privimage:cifar10_baselines.yaml  the paper's scale (days of GPU time; resumable)
+
+Each method runs as its own `privimage run ... methods=[M] --out OUT/M` (its own release and ledger), so
+one method can be run or rerun alone, e.g. `methods=[random]`; every stage is cached in OUT/M (pre-training,
+fine-tuning, samples, metrics), a killed run resumes, and a finished method is read back, not rerun. To
+redo a method with other settings, delete OUT/M (its privacy was spent: it stays in its ledger).
+The table composes every method's ledger (the methods are releases of the same sensitive data).
+
+Data: --data DIR (default $PRIVIMAGE_DATA, else ../shared/data beside the checkout) holding
+cifar10-jpg.tar.xz and tinyimagenet32-jpg.tar.xz; decoded arrays are cached under $PRIVIMAGE_CACHE.
+
+    nice -n 5 .venv/bin/python bench/cifar10.py --rung cpu --out runs/cifar10_cpu
+    .venv/bin/python bench/cifar10.py --rung cpu --out runs/smoke pretrain.steps=4 finetune.steps=2 sample.n=40
+    .venv/bin/python bench/cifar10.py --rung cpu --out runs/cifar10_cpu methods=[random] --json
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+
+from privimage.privacy.accountant import epsilon_pld
+from privimage.privacy.mechanism import Mechanism
+from privimage.run_config import load_run_config
+
+RUNGS = {"cpu": "cifar10_cpu.yaml", "gpu": "cifar10_gpu.yaml", "paper": "cifar10_baselines.yaml"}
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
+FILES = {"sensitive": "cifar10-jpg.tar.xz", "public": "tinyimagenet32-jpg.tar.xz"}
+STAGES = ("pretrain", "finetune", "sample", "evaluate")  # step_seconds of each method's metrics.json
+
+
+def data_overrides(folder: Path) -> list[str]:
+    """data.sensitive / data.public as absolute paths, so the run works from any working directory."""
+    return [f"data.{key}={(folder / name).resolve()}" for key, name in FILES.items()]
+
+
+def split_methods(overrides: list[str]) -> tuple[list[str] | None, list[str]]:
+    """(methods asked for by a `methods=[...]` override or None, the other overrides)."""
+    methods, rest = None, []
+    for item in overrides:
+        if item.startswith("methods="):
+            methods = list(yaml.safe_load(item.partition("=")[2]))
+        else:
+            rest.append(item)
+    return methods, rest
+
+
+def run_method(config: str, method: str, overrides: list[str], out: Path, device: str) -> float:
+    """`privimage run CONFIG methods=[METHOD] ... --out OUT/METHOD`; returns its wall seconds."""
+    cmd = [sys.executable, "-m", "privimage", "run", config, f"methods=[{method}]", *overrides,
+           "--out", str(out / method), "--device", device]
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    return time.time() - start
+
+
+def method_row(out: Path, method: str) -> dict:
+    """One table row from OUT/METHOD/metrics.json (its release's epsilon, CA, FID with counts, minutes)."""
+    top = json.loads((out / method / "metrics.json").read_text())
+    m = top["methods"][method]
+    steps = m.get("step_seconds", {})
+    minutes = {"setup": round(top.get("setup_seconds", 0.0) / 60, 2)}
+    minutes |= {s: round(steps[s] / 60, 2) for s in STAGES if s in steps}
+    minutes["total"] = round(top["seconds"] / 60, 2)
+    return {"method": method, "epsilon": m["epsilon"], "delta": top["delta"], "ca": m.get("ca"),
+            "ca_per_classifier": m.get("ca_per_classifier"), "fid": m.get("fid"),
+            "fid_n_synthetic": m.get("fid_n_synthetic"), "fid_n_real": m.get("fid_n_real"),
+            "fid_real": m.get("fid_real"), "fid_nonprivate": m.get("fid_nonprivate"),
+            "selection_precision": top.get("selection_precision") if method == "privimage" else None,
+            "minutes": minutes}
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table: method, epsilon, CA, FID (samples / real images), selection precision, minutes."""
+    lines = ["| method | epsilon | CA | FID (samples / real) | sel. precision | minutes: "
+             + " / ".join(("setup",) + STAGES + ("total",)) + " |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        fid = "-" if r["fid"] is None else f"{r['fid']:.2f} ({r['fid_n_synthetic']} / {r['fid_n_real']})"
+        precision = "-" if r["selection_precision"] is None else f"{r['selection_precision']:.3f}"
+        ca = "-" if r["ca"] is None else f"{r['ca']:.3f}"
+        minutes = " / ".join(str(r["minutes"].get(s, "-")) for s in ("setup",) + STAGES + ("total",))
+        lines.append(f"| {r['method']} | {r['epsilon']:.3f} | {ca} | {fid} | {precision} | {minutes} |")
+    return "\n".join(lines)
+
+
+def composed(out: Path, rows: list[dict]) -> float | None:
+    """Epsilon of all the methods' releases together (PLD over the entries of every ledger, read only)."""
+    if not rows:
+        return None
+    names = [f.name for f in fields(Mechanism)]
+    entries = [Mechanism(**{k: e[k] for k in names}) for r in rows
+               for e in json.loads((out / r["method"] / r["method"] / "ledger.json").read_text())["entries"]]
+    return epsilon_pld(entries, delta=rows[0]["delta"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--rung", choices=sorted(RUNGS), required=True)
+    parser.add_argument("--out", required=True, help="folder of the rung's run directories (OUT/METHOD)")
+    parser.add_argument("--data", default=os.environ.get("PRIVIMAGE_DATA") or str(DATA),
+                        help="folder with cifar10-jpg.tar.xz and tinyimagenet32-jpg.tar.xz ($PRIVIMAGE_DATA)")
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. methods=[random]")
+    args = parser.parse_args()
+
+    config = f"privimage:{RUNGS[args.rung]}"
+    methods, overrides = split_methods(args.overrides)
+    overrides = data_overrides(Path(args.data)) + overrides
+    methods = methods or load_run_config(config, overrides).methods  # validates the config before any run
+    out = Path(args.out)
+    start, rows = time.time(), []
+    for method in methods:
+        run_method(config, method, overrides, out, args.device)
+        rows.append(method_row(out, method))
+    result = {"rung": args.rung, "config": config, "overrides": overrides, "rows": rows,
+              "epsilon_composed": composed(out, rows), "wall_minutes": round((time.time() - start) / 60, 2)}
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(table(rows))
+    print(f"\n(delta = {rows[0]['delta']:g}; all methods composed: epsilon = {result['epsilon_composed']:.3f}; "
+          f"wall {result['wall_minutes']} min for this call; results in {out / 'results.json'})")
+
+
+if __name__ == "__main__":
+    main()
