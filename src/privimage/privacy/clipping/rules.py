@@ -7,7 +7,7 @@ example, so their rows are pooled before the norm is taken (an EDM loss that is 
 copies). Per layer, the cheaper of two ways (mixed ghost clipping, Bu et al. 2022):
   ghost        ||G^T A||_F^2 = <A A^T, G G^T>  (Li et al. 2021)          cost ~ T^2 (d_in + d_out)
   instantiate  grad W materialised per example, (B, d_out, d_in)         cost ~ T d_in d_out
-with T = rows per example. The clipped sum sum_b c_b grad_b is then one matmul over the stored A and
+with T = rows per example (a conv's instantiation is one grouped convolution backward). The clipped sum sum_b c_b grad_b is then one matmul over the stored A and
 c-scaled G (book-keeping, Bu et al. 2023) or one contraction of the instantiated gradients.
 
 Each rule returns a Term: `sq` (B,) fp32 squared norms of the layer's trainable parameters, and
@@ -113,11 +113,28 @@ def conv2d(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
 
             terms["weight"] = Term(torch.cat(sq), clipped_ghost)
         else:
-            gw = torch.cat([torch.einsum("bkol,bkil->boi", G[lo:lo + chunk], unfold(lo, min(b, lo + chunk)))
-                            for lo in range(0, b, chunk)])  # (B, C_out, d_in)
+            gw = _conv_weight_per_example(layer, a, g, b)  # (B, C_out, d_in)
             terms["weight"] = Term(gw.pow(2).sum((1, 2)),
                                    lambda c: {"weight": torch.einsum("b,boi->oi", c, gw).reshape(layer.weight.shape)})
     return _combine(terms)
+
+
+def _conv_weight_per_example(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int) -> torch.Tensor:
+    """Per-example conv weight gradients (B, C_out, C_in*kh*kw), each summed over the example's r copies.
+
+    One grouped convolution backward: the B examples become B groups of channels and the r copies the
+    batch, so the backend's own weight-gradient kernel does the work (~1.3x a plain weight gradient on
+    CPU; an unfold + einsum, as Opacus does, was ~10x).
+    """
+    n, c_in, h, w = a.shape
+    c_out, ho, wo = g.shape[1:]
+    r = n // b
+    x = a.float().reshape(b, r, c_in, h, w).transpose(0, 1).reshape(r, b * c_in, h, w)
+    gy = g.float().reshape(b, r, c_out, ho, wo).transpose(0, 1).reshape(r, b * c_out, ho, wo)
+    weight = layer.weight.detach().float().expand(b, *layer.weight.shape).reshape(b * c_out, *layer.weight.shape[1:])
+    gw = torch.ops.aten.convolution_backward(gy, x, weight, None, list(layer.stride), list(layer.padding),
+                                             list(layer.dilation), False, [0, 0], b, [False, True, False])[1]
+    return gw.reshape(b, c_out, -1)
 
 
 def group_norm(layer: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
