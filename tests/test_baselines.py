@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from privimage import pipeline
+from privimage import generators, pipeline
 from privimage.baselines import baseline_public_data, expected_fraction, random_size
 from privimage.data import ImageSet
 from sklearn.datasets import load_digits
@@ -96,9 +96,9 @@ def record_pretraining(monkeypatch, last: str) -> dict:
             raise Stop
         return net
 
-    monkeypatch.setattr(pipeline, "pretrain", fake_pretrain)
+    monkeypatch.setattr(generators, "pretrain", fake_pretrain)  # the diffusion family's steps 4 and 5
+    monkeypatch.setattr(generators, "finetune", lambda net, *args, **kwargs: net)
     monkeypatch.setattr(pipeline, "calibrate_for_ledger", lambda *args, **kwargs: (1.0, None))
-    monkeypatch.setattr(pipeline, "finetune", lambda net, *args, **kwargs: net)
     monkeypatch.setattr(pipeline, "sample_and_evaluate", lambda *args, **kwargs: {})
     return calls
 
