@@ -6,6 +6,7 @@ this file stays a table of contents. Exit codes: 0 ok, 1 data/runtime error, 2 u
 
 import argparse
 import errno
+import os
 import sys
 
 from privimage import __version__
@@ -81,13 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    setup_cli(quiet=args.quiet, progress=not args.no_progress, debug=args.debug)
+    try:
+        main_process = join_processes()  # under torchrun: one process group; otherwise nothing happens
+    except UserError as err:
+        print(f"privimage: error: {err}", file=sys.stderr)
+        return 1
+    quiet = args.quiet or not main_process  # ranks > 0: warnings and errors only, no progress, no stdout
+    setup_cli(quiet=quiet, progress=not args.no_progress and main_process, debug=args.debug)
     try:
         return int(args.func(args) or 0)
     except UserError as err:
         if args.debug:
             raise
-        print(f"privimage: error: {err}", file=sys.stderr)
+        print(f"privimage: error: {rank_prefix()}{err}", file=sys.stderr)
         return 1
     except OSError as err:  # the machine, not the code: a full disk, a read-only or missing path
         if args.debug or err.errno not in FILE_SYSTEM_ERRORS:
@@ -97,6 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("privimage: interrupted", file=sys.stderr)
         return 130
+
+
+def join_processes() -> bool:
+    """Join torchrun's process group when launched by torchrun (privimage.distributed); True on rank 0.
+
+    Only rank 0 prints results: the others' stdout goes to /dev/null (their errors still reach stderr).
+    Without torchrun's variables torch is not even imported here (`privimage --help` stays fast).
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return True
+    from privimage import distributed
+
+    distributed.init()
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    return distributed.is_main()
+
+
+def rank_prefix() -> str:
+    """"rank R: " in a process of a distributed run (torchrun interleaves their stderr), else ""."""
+    distributed = sys.modules.get("privimage.distributed")
+    return f"rank {distributed.rank()}: " if distributed is not None and distributed.world_size() > 1 else ""
 
 
 if __name__ == "__main__":

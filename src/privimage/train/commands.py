@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+from privimage import distributed
 from privimage.data import load_images
 from privimage.errors import UserError
 from privimage.files import write_json_atomic
@@ -109,15 +110,20 @@ def _finetune(args) -> int:
     config = FinetuneConfig(epochs=args.epochs, steps=args.steps, batch_size=args.batch, micro_batch=args.micro_batch,
                             clip=args.clip, multiplicity=args.multiplicity, lr=args.lr)
     q, steps = plan(config, len(sensitive))
-    ledger = _query_ledger(out / "ledger.json", args.query_ledger, delta=args.delta, epsilon=args.epsilon)
-    sigma, planned_eps = calibrate_for_ledger(ledger, epsilon=args.epsilon, sample_rate=q, steps=steps)
-    print(f"privimage: DP fine-tuning: q = {q:.4g}, {steps} steps, sigma = {sigma:.4g} "
-          f"(planned epsilon {planned_eps:.4g} <= {args.epsilon})", file=sys.stderr)
+    ledger = sigma = None  # under torchrun, ranks > 0 hold no ledger: finetune hands them rank 0's sigma
+    if distributed.is_main():
+        ledger = _query_ledger(out / "ledger.json", args.query_ledger, delta=args.delta, epsilon=args.epsilon)
+        sigma, planned_eps = calibrate_for_ledger(ledger, epsilon=args.epsilon, sample_rate=q, steps=steps)
+        print(f"privimage: DP fine-tuning: q = {q:.4g}, {steps} steps, sigma = {sigma:.4g} "
+              f"(planned epsilon {planned_eps:.4g} <= {args.epsilon})", file=sys.stderr)
     finetune(net, sensitive, config=config, noise_multiplier=sigma, ledger=ledger, out_dir=out, seed=args.seed,
              device=args.device, resume=args.resume)
+    if not distributed.is_main():
+        return 0
     write_json_atomic(out / "classes.json", sensitive.classes)
     result = {"out": str(out), "epsilon": ledger.epsilon(), "delta": args.delta, "sigma": sigma,
-              "sample_rate": q, "steps": steps, "ledger": str(ledger.path)}
+              "sample_rate": q, "steps": steps, "ledger": str(ledger.path),
+              "world_size": distributed.world_size()}
     if args.json:
         print(json.dumps(result))
     return 0

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from privimage import distributed
 from privimage.data import ImageSet
 from privimage.device import resolve_device
 from privimage.errors import UserError
@@ -42,7 +43,8 @@ from privimage.privacy import noise_key
 from privimage.privacy.accountant import calibrate_for_ledger  # noqa: F401 (re-exported: privimage.calibrate_for_ledger)
 from privimage.privacy.dpsgd import DPSGD, check_dp_compatible
 from privimage.privacy.ledger import Ledger
-from privimage.train.checkpoint import JSON_FILE, load_checkpoint, save_checkpoint
+from privimage.privacy.rng import NoiseSource
+from privimage.train.checkpoint import JSON_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from privimage.train.ema import make_ema, update_ema
 from privimage.train.pretrain import check_images
 from privimage.train.runlog import RunLog
@@ -97,46 +99,67 @@ def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
 
 
 def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, noise_multiplier: float,
-             ledger: Ledger, out_dir, seed: int | None = None, device="auto", resume: bool = False,
+             ledger: Ledger | None, out_dir, seed: int | None = None, device="auto", resume: bool = False,
              progress: bool = True) -> EDMPrecond:
     """DP fine-tune `net` in place on `sensitive`; returns the (fresh) EMA model.
 
     seed=None: a fresh 256-bit key (os.urandom); an int only for tests (public, predictable noise).
+    Under torchrun every process calls this with the same data and config; rank 0 alone holds the
+    ledger, the key file, checkpoints and logs, the others pass ledger=None and take rank 0's noise
+    multiplier, key, step and weights (`_share`). Each step: every process draws the SAME Poisson mask
+    (same key), keeps its shard, clips per example, the clipped sums are all-reduced (engine's reduce
+    hook), and every process adds the SAME noise N(0, (sigma C)^2) drawn from the shared key: the noise
+    enters the released sum exactly once, as with one process (noise added per process would count
+    world_size times in the sum and the accounting would be wrong), and all processes stay identical
+    without a second collective.
     """
     check_images(net, sensitive)
     check_dp_compatible(net)
     device, out_dir = resolve_device(device), Path(out_dir)
     q, steps = plan(config, len(sensitive))
+    main, world = distributed.is_main(), distributed.world_size()
+    if main and ledger is None:
+        raise ValueError("finetune needs the ledger (on rank 0 of a distributed run)")
     net.to(device).train().requires_grad_(True)  # every weight is fine-tuned, also of a frozen EMA copy (pretrain's)
+    distributed.broadcast_module(net)  # every process starts from rank 0's weights
     if config.channels_last:
         net.to(memory_format=torch.channels_last)
     ema = make_ema(net)  # fresh EMA, started from the pre-trained weights
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     name = config.mechanism_name
-    ledger.open_dpsgd(name, sample_rate=q, noise_multiplier=noise_multiplier, planned_steps=steps)
-    start, restored = 0, resume and (out_dir / JSON_FILE).is_file()
-    if restored:
-        ckpt = load_checkpoint(out_dir)
-        if ckpt.state["kind"] != "finetune" or ckpt.state["config"] != _json(config):
-            raise UserError(f"{out_dir}: holds a different run (kind or config differ); use a new --out")
-        ckpt.restore(net, ema, optimizer)
-        start = ckpt.step
-    charged = _charged(ledger, name)
-    if charged < start:
-        raise UserError(f"{ledger.path}: {name!r} shows {charged} steps but the checkpoint took {start}")
-    if charged > start and not restored:  # fresh randomness: these would be new releases, not replays
-        raise UserError(f"{ledger.path}: {name!r} already spent {charged} steps; resume that run (resume, same "
-                        f"output directory) or start a new release with a new ledger")
     key_file = out_dir / noise_key.KEY_FILE
-    if start == steps:  # the release is final: nothing to draw, no secret to keep
-        noise_key.delete(key_file)
+    start, ckpt, noise = 0, None, None
+    if main:
+        ledger.open_dpsgd(name, sample_rate=q, noise_multiplier=noise_multiplier, planned_steps=steps)
+        if resume and (out_dir / JSON_FILE).is_file():
+            ckpt = load_checkpoint(out_dir)
+            if ckpt.state["kind"] != "finetune" or ckpt.state["config"] != _json(config):
+                raise UserError(f"{out_dir}: holds a different run (kind or config differ); use a new --out")
+            if ckpt.state.get("world_size", 1) != world:
+                raise UserError(f"{out_dir}: this DP fine-tuning ran with world_size {ckpt.state.get('world_size', 1)} "
+                                f"processes; resume it with the same number (torchrun --nproc_per_node ...), not {world}")
+            start = ckpt.step
+        charged = _charged(ledger, name)
+        if charged < start:
+            raise UserError(f"{ledger.path}: {name!r} shows {charged} steps but the checkpoint took {start}")
+        if charged > start and ckpt is None:  # fresh randomness: these would be new releases, not replays
+            raise UserError(f"{ledger.path}: {name!r} already spent {charged} steps; resume that run (resume, same "
+                            f"output directory) or start a new release with a new ledger")
+        if start == steps:  # the release is final: nothing to draw, no secret to keep
+            noise_key.delete(key_file)
+        else:
+            noise = noise_key.load_or_create(key_file, charged=charged, test_seed=seed)
+            if noise.describe() not in ledger.noise_seed:
+                ledger.noise_seed = f"{ledger.noise_seed}; {name}: {noise.describe()}"  # recorded at the next write
+    start, ckpt, noise, noise_multiplier = _share(start, ckpt, noise, noise_multiplier, out_dir)
+    if ckpt is not None:
+        ckpt.restore(net, ema, optimizer)
+    if start == steps:
         return ema
-    noise = noise_key.load_or_create(key_file, charged=charged, test_seed=seed)
-    if noise.describe() not in ledger.noise_seed:
-        ledger.noise_seed = f"{ledger.noise_seed}; {name}: {noise.describe()}"  # recorded at the next write
     engine = DPSGD(net, optimizer, noise_multiplier=noise_multiplier, max_grad_norm=config.clip,
                    expected_batch_size=config.batch_size, sample_rate=q, noise=noise, ledger=ledger,
-                   mechanism_name=name, clipping=config.clipping, autocast_dtype=PRECISIONS[config.precision])
+                   mechanism_name=name, clipping=config.clipping, autocast_dtype=PRECISIONS[config.precision],
+                   reduce=distributed.all_reduce_sum if world > 1 else None)
     loss_fn = EDMLoss(sigma_data=net.sigma_data, label_dropout=config.label_dropout,
                       multiplicity=config.multiplicity)
 
@@ -145,24 +168,27 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
                         config=_json(config),
                         ledger={"path": str(ledger.path), "name": name, "steps": _charged(ledger, name)},
                         extra={"noise_multiplier": noise_multiplier, "sample_rate": q, "delta": ledger.delta,
-                               "epsilon": ledger.epsilon() if step == steps else None})
+                               "epsilon": ledger.epsilon() if step == steps else None, "world_size": world})
 
-    if not restored:
+    if main and ckpt is None:
         save(0)  # the weights before step 1: a run killed before its first checkpoint can still resume
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
-    runlog = RunLog(out_dir, start_step=start)
+    runlog = RunLog(out_dir, start_step=start) if main else None
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
-               disable=not progress)
+               disable=not (progress and main))
     for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
         idx = idx.to(device)
-        for micro in idx.split(config.micro_batch) or (idx,):  # >= 1 chunk: an empty batch still takes its step
-            x = to_model_space(x_all[micro])  # (b, C, H, W); b is never reported
-            y = y_all[micro]
-            draws = loss_fn.draw(x, y, generator=engine.generator(stream="loss", device=device))  # sigma, noise, drop
-            engine.accumulate(loss_fn, x, y, *draws)
-        stats = engine.step()
+        x = to_model_space(x_all[idx])  # (b, C, H, W), the whole logical batch; b is never reported
+        y = y_all[idx]
+        draws = loss_fn.draw(x, y, generator=engine.generator(stream="loss", device=device))  # sigma, noise, drop
+        mine = torch.arange(distributed.rank(), len(idx), world, device=device)  # this process's shard of the batch
+        for micro in mine.split(config.micro_batch) or (mine,):  # >= 1 chunk: an empty shard still takes its step
+            engine.accumulate(loss_fn, x[micro], y[micro], *(d[micro] for d in draws))
+        stats = engine.step()  # every process: all-reduce of the clipped sums, the same noise, the same update
         update_ema(ema, net, decay=config.ema_decay, step=step)
         bar.update(1)
+        if not main:
+            continue
         runlog.count(config.batch_size)
         if step % config.log_every == 0 or step == steps:
             record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
@@ -170,11 +196,35 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
             bar.set_postfix(eps=record["epsilon"], img_s=record["images_per_s"])
         if step % config.checkpoint_every == 0 or step == steps:
             save(step)
-    noise_key.delete(key_file)  # the last checkpoint is written: the release is final
     bar.close()
-    print(f"privimage: DP fine-tuning done: epsilon = {ledger.epsilon():.4g} at delta = {ledger.delta:g} "
-          f"({ledger.path})", file=sys.stderr)
+    if main:
+        noise_key.delete(key_file)  # the last checkpoint is written: the release is final
+        print(f"privimage: DP fine-tuning done: epsilon = {ledger.epsilon():.4g} at delta = {ledger.delta:g} "
+              f"({ledger.path})", file=sys.stderr)
     return ema
+
+
+def _share(start: int, ckpt, noise: NoiseSource | None, noise_multiplier: float, out_dir: Path):
+    """Rank 0's step, checkpoint, key and sigma on every process (one process: unchanged).
+
+    The key goes over the process group, never through a file the others write or a log: only rank 0
+    writes noise.key, once.
+    """
+    if distributed.world_size() == 1:
+        return start, ckpt, noise, noise_multiplier
+    main = distributed.is_main()
+    shared = distributed.broadcast_json({"start": start, "sigma": noise_multiplier, "restored": ckpt is not None,
+                                         "optimizer": ckpt.state["optimizer"] if ckpt is not None else None,
+                                         "noise": noise.describe() if noise is not None else None})
+    key = distributed.broadcast_bytes(noise.secret() if main and noise is not None else None)
+    if shared["restored"]:
+        weights = distributed.broadcast_tensors(ckpt.weights if main else None)
+        tensors = distributed.broadcast_tensors(ckpt.tensors if main else None)
+        if not main:
+            ckpt = Checkpoint(out_dir, shared["start"], {"optimizer": shared["optimizer"]}, weights, tensors)
+    if not main and shared["noise"] is not None:
+        noise = NoiseSource.from_secret(key, description=shared["noise"])
+    return shared["start"], ckpt, noise, shared["sigma"]
 
 
 def _charged(ledger: Ledger, name: str) -> int:

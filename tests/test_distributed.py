@@ -1,0 +1,129 @@
+"""DP fine-tuning under torchrun (gloo, 2 CPU processes) equals one process, and survives a crashed rank.
+
+Each test launches `python -m torch.distributed.run --standalone --nproc_per_node 2` on a worker that is
+`privimage` itself (the CLI entry joins the process group), optionally with one step of one rank made
+to raise (only in these tests, by patching the engine inside the worker).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from privimage.cli import main
+from privimage.models.edm import EDMPrecond
+from privimage.models.unet import CONFIGS, UNet
+from privimage.train.checkpoint import save_checkpoint
+
+WORKER = '''
+import os, sys
+crash = os.environ.get("PRIVIMAGE_TEST_CRASH")  # "rank:step": that rank raises when it reaches that step
+if crash:
+    from privimage.privacy.dpsgd import DPSGD
+    rank, at = map(int, crash.split(":"))
+    original = DPSGD.step
+    def step(self, *args, **kwargs):
+        if int(os.environ["RANK"]) == rank and self.steps + 1 == at:
+            raise RuntimeError(f"injected crash on rank {rank} at step {at}")
+        return original(self, *args, **kwargs)
+    DPSGD.step = step
+from privimage.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A tiny pre-trained checkpoint and 30 sensitive 16x16 images of 10 classes."""
+    root = tmp_path_factory.mktemp("dist")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 16, 16, 1), dtype=np.uint8)
+    np.savez(root / "sensitive.npz", x=x, y=np.arange(30) % 10)
+    torch.manual_seed(0)
+    net = EDMPrecond(UNet(CONFIGS["tiny"]))
+    save_checkpoint(root / "pre", net=net, ema=net, optimizer=torch.optim.Adam(net.parameters()), step=0,
+                    kind="pretrain", config={})
+    (root / "worker.py").write_text(WORKER)
+    return root
+
+
+def finetune_args(root, out, *extra):
+    return ["finetune", "--ckpt", str(root / "pre"), "--sensitive", str(root / "sensitive.npz"), "--out", str(out),
+            "--epsilon", "40", "--delta", "1e-3", "--steps", str(STEPS), "--batch", "8", "--micro-batch", "3",
+            "--multiplicity", "2", "--seed", "3", "--device", "cpu", "--no-progress", *extra]
+
+
+def torchrun(root, args, *, crash=None, nproc=2):
+    env = {**os.environ, "PRIVIMAGE_DIST_TIMEOUT": "90", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    env.pop("PRIVIMAGE_TEST_CRASH", None)
+    if crash:
+        env["PRIVIMAGE_TEST_CRASH"] = crash
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(root / "worker.py"), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def one_process(inputs, tmp_path_factory):
+    """The reference: the same fine-tuning in this process (no process group)."""
+    out = tmp_path_factory.mktemp("one") / "ft"
+    assert main(finetune_args(inputs, out)) == 0
+    return out
+
+
+def weights(out):
+    return load_file(out / "model.safetensors")
+
+
+def final_log(out):
+    return json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+
+
+def assert_same_release(out, reference):
+    """Same weights (within float tolerance: the sums are added in another order), same ledger."""
+    got, want = weights(out), weights(reference)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert final_log(out)["noisy_grad_norm"] == pytest.approx(final_log(reference)["noisy_grad_norm"], rel=1e-4)
+    ledger, ref_ledger = (json.loads((d / "ledger.json").read_text()) for d in (out, reference))
+    assert [e["steps"] for e in ledger["entries"]] == [e["steps"] for e in ref_ledger["entries"]] == [STEPS]
+    assert ledger["entries"][0]["noise_multiplier"] == ref_ledger["entries"][0]["noise_multiplier"]
+    assert ledger["epsilon_pld"] == pytest.approx(ref_ledger["epsilon_pld"], rel=1e-12)
+    assert not (out / "noise.key").exists()  # the release is final: the key is gone
+
+
+def test_two_processes_equal_one_process(inputs, one_process, tmp_path):
+    out = tmp_path / "ft"
+    done = torchrun(inputs, finetune_args(inputs, out, "--json"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_release(out, one_process)
+    state = json.loads((out / "state.json").read_text())
+    assert (state["world_size"], state["step"]) == (2, STEPS)
+    assert json.loads(done.stdout.strip().splitlines()[-1])["world_size"] == 2  # rank 0 alone prints it
+    assert len(done.stdout.strip().splitlines()) == 1
+
+
+def test_crashed_rank_fails_the_job_and_the_rerun_charges_each_step_once(inputs, one_process, tmp_path, capsys):
+    out = tmp_path / "ft"
+    crashed = torchrun(inputs, finetune_args(inputs, out), crash="1:2")
+    assert crashed.returncode != 0
+    assert "injected crash on rank 1 at step 2" in crashed.stderr
+    charged = json.loads((out / "ledger.json").read_text())["entries"][0]["steps"]
+    assert 1 <= charged <= 2  # rank 0 charges a step before its all-reduce; the crash stopped it there
+    assert (out / "noise.key").exists()  # kept for the replay
+
+    capsys.readouterr()
+    assert main(finetune_args(inputs, out, "--resume")) == 1  # one process cannot resume a 2-process release
+    assert "ran with world_size 2 processes; resume it with the same number" in capsys.readouterr().err
+    assert json.loads((out / "ledger.json").read_text())["entries"][0]["steps"] == charged  # nothing spent
+
+    resumed = torchrun(inputs, finetune_args(inputs, out, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_release(out, one_process)  # replayed steps were not charged again: ledger steps == STEPS
