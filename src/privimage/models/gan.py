@@ -1,20 +1,25 @@
-"""Compact class-conditional GAN of the SNGAN / BigGAN family (Miyato et al. 2018; Brock et al. 2019), 16-64 px.
+"""Compact class-conditional GAN of the SNGAN family (Miyato et al. 2018, "standard CNN"), 16-64 px.
 
-G: z -> linear -> (ch, 4, 4) -> up-sampling residual blocks with class-conditional BatchNorm -> tanh.
-   BatchNorm is fine in G: G never sees a sensitive image, only D's (already private) gradients.
-D: down-sampling residual blocks (no normalisation) -> ReLU -> sum pool -> linear + projection of the
-   class embedding (Miyato & Koyama 2018). No BatchNorm, no spectral norm (its power iteration updates
-   a buffer inside the forward pass, which per-example gradients under vmap cannot follow exactly): one
-   example's score depends only on that example, so DP-SGD's per-example clipping bounds it.
+G: (z, y) -> linear -> (g_width, 4, 4) -> [x2 nearest up-sampling, 3x3 conv, class-conditional
+   BatchNorm, ReLU] per octave -> 3x3 conv -> tanh. BatchNorm is fine in G: G never sees a sensitive
+   image, only D's (already private) gradients.
+D: [4x4 stride-2 conv, LeakyReLU] per octave -> 3x3 conv -> LeakyReLU -> sum pool (B, F) -> a linear
+   score plus the projection of a class embedding (Miyato & Koyama 2018), and an auxiliary classifier
+   head (AC-GAN, Odena et al. 2017) that makes small conditional GANs class-consistent quickly. No
+   normalisation layers and no spectral norm (its power iteration updates a buffer inside the forward
+   pass, which per-example gradients under vmap / hooks do not follow): one example's outputs depend only
+   on that example, so DP-SGD's per-example clipping bounds its influence.
 
-Losses are hinge losses returned per example (unreduced, as `models/edm.py`); the loop reduces.
+Losses (hinge + weighted cross-entropy of the auxiliary head) are returned per example, unreduced
+(as models/edm.py); the loop reduces. Label `num_classes` is the null class (unconditional pre-training
+of the all / random baselines); the auxiliary loss skips it.
 
 Example:
     >>> gan = GAN(GANConfig(img_resolution=16, in_channels=1, num_classes=10))
     >>> z = torch.zeros(2, gan.config.z_dim); y = torch.tensor([0, 9])
     >>> x = gan.G(z, y); x.shape
     torch.Size([2, 1, 16, 16])
-    >>> d_real_loss(gan.D, x, y).shape
+    >>> d_real_loss(gan.D, x, y, ac_weight=1.0).shape
     torch.Size([2])
 """
 
@@ -34,24 +39,24 @@ from privimage.sample import balanced_labels, image_latents
 
 @dataclass(frozen=True)
 class GANConfig:
-    img_resolution: int = 16  # output height = width: a power of two in 16..64 (base 4x4, doubled per block)
+    img_resolution: int = 16  # output height = width: 16, 32 or 64 (4x4 doubled once per octave)
     in_channels: int = 1  # 1 (grayscale) or 3 (RGB)
     num_classes: int = 10  # conditional classes; index num_classes is the null class (unconditional pre-training)
     z_dim: int = 64  # latent dimension of G
-    g_width: int = 128  # G channels at 4x4; halved per up-sampling block (at least 16)
-    d_width: int = 32  # D channels at full resolution; doubled per down-sampling block
+    g_width: int = 64  # G channels at 4x4; halved per octave (at least 8)
+    d_width: int = 32  # D channels after its first conv; doubled per octave
 
     def __post_init__(self):
         if self.img_resolution not in (16, 32, 64):
             raise ValueError(f"img_resolution must be 16, 32 or 64, got {self.img_resolution}")
         if self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
-        if self.num_classes < 1 or self.z_dim < 1 or self.g_width < 16 or self.d_width < 4:
+        if self.num_classes < 1 or self.z_dim < 1 or self.g_width < 8 or self.d_width < 4:
             raise ValueError(f"invalid GAN config: {self}")
 
     @property
-    def blocks(self) -> int:
-        """Up-sampling blocks of G = down-sampling blocks of D (4x4 <-> img_resolution)."""
+    def octaves(self) -> int:
+        """Up-sampling steps of G = down-sampling convolutions of D (4x4 <-> img_resolution)."""
         return int(math.log2(self.img_resolution // 4))
 
     def to_dict(self) -> dict:
@@ -65,11 +70,11 @@ class GANConfig:
 class ConditionalBatchNorm(nn.Module):
     """BatchNorm without affine, then a per-class gain and bias: (B, C, H, W), (B,) -> (B, C, H, W)."""
 
-    def __init__(self, channels: int, num_classes: int):
+    def __init__(self, channels: int, num_labels: int):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain = nn.Embedding(num_classes, channels)
-        self.bias = nn.Embedding(num_classes, channels)
+        self.gain = nn.Embedding(num_labels, channels)
+        self.bias = nn.Embedding(num_labels, channels)
         nn.init.ones_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
@@ -77,76 +82,53 @@ class ConditionalBatchNorm(nn.Module):
         return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
 
 
-class GBlock(nn.Module):
-    """BN-ReLU-up-conv-BN-ReLU-conv + up-sampled 1x1 shortcut (SNGAN generator block)."""
-
-    def __init__(self, cin: int, cout: int, num_classes: int):
-        super().__init__()
-        self.bn1, self.bn2 = ConditionalBatchNorm(cin, num_classes), ConditionalBatchNorm(cout, num_classes)
-        self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1)
-
-    def forward(self, x, y):
-        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2)
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
-        return h + self.skip(F.interpolate(x, scale_factor=2))
-
-
 class Generator(nn.Module):
     """G(z, y): (B, z_dim), (B,) -> images (B, C, H, W) in [-1, 1]."""
 
     def __init__(self, config: GANConfig):
         super().__init__()
-        c = config
-        widths = [max(c.g_width >> i, 16) for i in range(c.blocks + 1)]  # 4x4, 8x8, ...
+        c, labels = config, config.num_classes + 1  # + the null class
+        widths = [max(c.g_width >> i, 8) for i in range(c.octaves + 1)]  # 4x4, 8x8, ...
         self.config = c
         self.linear = nn.Linear(c.z_dim, widths[0] * 16)
-        self.blocks = nn.ModuleList(GBlock(widths[i], widths[i + 1], c.num_classes + 1) for i in range(c.blocks))
-        self.bn = nn.BatchNorm2d(widths[-1])
+        self.bn0 = ConditionalBatchNorm(widths[0], labels)
+        self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1) for i in range(c.octaves))
+        self.bns = nn.ModuleList(ConditionalBatchNorm(widths[i + 1], labels) for i in range(c.octaves))
         self.out = nn.Conv2d(widths[-1], c.in_channels, 3, padding=1)
 
     def forward(self, z, y):
-        h = self.linear(z).view(len(z), -1, 4, 4)
-        for block in self.blocks:
-            h = block(h, y)
-        return torch.tanh(self.out(F.relu(self.bn(h))))
-
-
-class DBlock(nn.Module):
-    """(ReLU)-conv-ReLU-conv-avgpool + 1x1 shortcut; the first block skips the pre-activation (SNGAN)."""
-
-    def __init__(self, cin: int, cout: int, *, down: bool, first: bool):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
-        self.skip = nn.Conv2d(cin, cout, 1)
-        self.down, self.first = down, first
-
-    def forward(self, x):
-        h = self.conv2(F.relu(self.conv1(x if self.first else F.relu(x))))
-        s = self.skip(x)
-        if self.down:
-            h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
-        return h + s
+        h = F.relu(self.bn0(self.linear(z).view(len(z), -1, 4, 4), y))  # (B, g_width, 4, 4)
+        for conv, bn in zip(self.convs, self.bns):
+            h = F.relu(bn(conv(F.interpolate(h, scale_factor=2)), y))
+        return torch.tanh(self.out(h))
 
 
 class Discriminator(nn.Module):
-    """D(x, y): (B, C, H, W), (B,) -> scores (B,); projection discriminator, no normalisation layers."""
+    """D(x, y) -> scores (B,); `scores_and_logits` also gives the auxiliary head's logits (B, num_classes)."""
 
     def __init__(self, config: GANConfig):
         super().__init__()
         c = config
-        widths = [c.d_width << i for i in range(c.blocks + 1)]
+        widths = [c.in_channels] + [c.d_width << i for i in range(c.octaves)]
         self.config = c
-        blocks = [DBlock(c.in_channels, widths[0], down=True, first=True)]
-        blocks += [DBlock(widths[i], widths[i + 1], down=i + 1 < c.blocks, first=False) for i in range(c.blocks)]
-        self.blocks = nn.Sequential(*blocks)  # resolution / 2**blocks = 4 at the end
-        self.linear = nn.Linear(widths[-1], 1)
-        self.embed = nn.Embedding(c.num_classes + 1, widths[-1])  # + the null class
+        self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1)
+                                   for i in range(c.octaves))
+        features = c.d_width << c.octaves
+        self.conv = nn.Conv2d(widths[-1], features, 3, padding=1)
+        self.linear = nn.Linear(features, 1)
+        self.embed = nn.Embedding(c.num_classes + 1, features)  # projection; + the null class
+        self.classify = nn.Linear(features, c.num_classes)  # auxiliary classifier (real classes only)
         nn.init.normal_(self.embed.weight, std=0.02)
 
+    def scores_and_logits(self, x, y):
+        h = x
+        for down in self.downs:
+            h = F.leaky_relu(down(h), 0.2)
+        h = F.leaky_relu(self.conv(h), 0.2).sum(dim=(2, 3))  # (B, features)
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1), self.classify(h)
+
     def forward(self, x, y):
-        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # (B, C)
-        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+        return self.scores_and_logits(x, y)[0]
 
 
 class GAN(nn.Module):
@@ -163,19 +145,27 @@ class GAN(nn.Module):
         return self.config.num_classes
 
 
-def d_real_loss(D: Discriminator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Hinge loss of D on REAL images, per example (B,): relu(1 - D(x, y)). The only term that sees real data."""
-    return F.relu(1 - D(x, y))
+def class_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the auxiliary head per example (B,); 0 for the null class."""
+    real = y < logits.shape[1]
+    return torch.where(real, F.cross_entropy(logits, y.clamp(max=logits.shape[1] - 1), reduction="none"), 0.0)
+
+
+def d_real_loss(D: Discriminator, x: torch.Tensor, y: torch.Tensor, *, ac_weight: float = 0.0) -> torch.Tensor:
+    """D's loss on REAL images, per example (B,): relu(1 - D(x, y)) + ac_weight CE. The only term on real data."""
+    score, logits = D.scores_and_logits(x, y)
+    return F.relu(1 - score) + ac_weight * class_loss(logits, y)
 
 
 def d_fake_loss(D: Discriminator, x_fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Hinge loss of D on generated images, per example (B,): relu(1 + D(G(z), y))."""
+    """D's hinge loss on generated images, per example (B,): relu(1 + D(G(z), y)) (no class term on fakes)."""
     return F.relu(1 + D(x_fake, y))
 
 
-def g_loss(D: Discriminator, x_fake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Generator hinge loss, per example (B,): -D(G(z), y)."""
-    return -D(x_fake, y)
+def g_loss(D: Discriminator, x_fake: torch.Tensor, y: torch.Tensor, *, ac_weight: float = 0.0) -> torch.Tensor:
+    """Generator loss, per example (B,): -D(G(z), y) + ac_weight CE of the auxiliary head on the asked class."""
+    score, logits = D.scores_and_logits(x_fake, y)
+    return -score + ac_weight * class_loss(logits, y)
 
 
 @torch.no_grad()

@@ -1,8 +1,8 @@
 """PrivImage+G step 5: DP fine-tuning of the (pre-trained) GAN on the SENSITIVE images.
 
 Only D reads sensitive images, and only through `privacy.dpsgd.DPSGD`. Each logical step t:
-  1. the engine's Poisson batch (rate q = batch_size / N) of real images; D's REAL hinge loss per
-     example goes into `engine.accumulate` (micro-batches), so each real example's gradient is clipped
+  1. the engine's Poisson batch (rate q = batch_size / N) of real images; D's REAL loss per example
+     (hinge + the auxiliary classifier's cross-entropy on the real label) goes into `engine.accumulate` (micro-batches), so each real example's gradient is clipped
      to C on its own, and the engine adds N(0, (sigma C)^2) once and divides by E[B] = q N;
   2. the FAKE term of D's loss, relu(1 + D(G(z), y)), is computed on generated images only: it is a
      function of G and of D's current weights, both already released (post-processing), and of public
@@ -11,7 +11,7 @@ Only D reads sensitive images, and only through `privacy.dpsgd.DPSGD`. Each logi
      have the same scale, each of E[B] fakes is clipped to the same C and their sum divided by the same
      E[B] (the engine's own clipping, run on public data); it enters as `engine.step(public_grads=...)`,
      added after the noise. The ledger charges exactly one Poisson-subsampled Gaussian step for this.
-  3. G's step: the generator loss -D(G(z), y) through the updated (private) D; G never sees a real
+  3. G's step: the generator loss -D(G(z), y) + ac_weight CE through the updated (private) D; G never sees a real
      image, so it costs nothing more. An EMA of G is what is sampled.
 Latents and fake labels of step t come from the release's NoiseSource (stream "<name>/gan", counter t),
 drawn before the real batch is touched, so they are independent of the sensitive data and a replayed
@@ -29,6 +29,7 @@ Example:
     ...                    ledger=ledger, out_dir="run/finetune")
 """
 
+import functools
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -105,6 +106,7 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
         save(0)  # the weights before step 1: a run killed before its first checkpoint can still resume
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
     n_fake = config.batch_size  # E[B] fakes per step: the fake term has the real term's scale
+    real_loss = functools.partial(d_real_loss, ac_weight=train.ac_weight)  # per example: hinge + auxiliary CE
     runlog = RunLog(out_dir, start_step=start)
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune GAN (sigma={noise_multiplier:.3g}, q={q:.3g})",
                disable=not progress)
@@ -114,9 +116,9 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
         z_g, y_g = fake_batch(gan, n_fake, generator=public)
         idx = idx.to(device)
         for micro in idx.split(config.micro_batch) or (idx,):  # >= 1 chunk: an empty batch still takes its step
-            engine.accumulate(d_real_loss, to_model_space(x_all[micro]), y_all[micro])  # REAL term: clipped, noised
+            engine.accumulate(real_loss, to_model_space(x_all[micro]), y_all[micro])  # REAL term: clipped, noised
         stats = engine.step(public_grads=fake_term(engine, G, D, z_d, y_d, micro_batch=config.micro_batch))
-        generator_step(G, D, opts["g"], z_g, y_g)
+        generator_step(G, D, opts["g"], z_g, y_g, ac_weight=train.ac_weight)
         update_ema(ema, G, decay=config.ema_decay, step=step)
         bar.update(1)
         runlog.count(config.batch_size)
@@ -149,9 +151,10 @@ def fake_term(engine: DPSGD, G, D, z: torch.Tensor, y: torch.Tensor, *, micro_ba
     return {k: s / engine.expected_batch_size for k, s in total.items()}
 
 
-def generator_step(G, D, optimizer: torch.optim.Optimizer, z: torch.Tensor, y: torch.Tensor) -> None:
-    """One Adam step of G on -D(G(z), y); gradients reach G's parameters only (D's .grad is untouched)."""
-    loss = g_loss(D, G(z, y), y).mean()
+def generator_step(G, D, optimizer: torch.optim.Optimizer, z: torch.Tensor, y: torch.Tensor, *,
+                   ac_weight: float) -> None:
+    """One Adam step of G on -D(G(z), y) + ac_weight CE; gradients reach G's parameters only (not D's .grad)."""
+    loss = g_loss(D, G(z, y), y, ac_weight=ac_weight).mean()
     grads = torch.autograd.grad(loss, list(G.parameters()))
     for p, g in zip(G.parameters(), grads):
         p.grad = g

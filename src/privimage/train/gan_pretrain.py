@@ -3,7 +3,8 @@
 As for diffusion (train/pretrain.py), the caller decides which public images and labels: PrivImage's
 selection relabelled to the sensitive classes, or (`unconditional=True`, the all / random baselines)
 every image as the null class. Each step: one D step on a batch of public images and a batch of
-fakes (hinge loss), then one G step; Adam for both, an EMA of G's weights. Returns the GAN whose G
+fakes (hinge loss + the auxiliary classifier's cross-entropy on the real labels), then one G step
+(hinge + the auxiliary loss of the asked class); Adam for both, an EMA of G's weights. Returns the GAN whose G
 holds the EMA weights: the starting point of DP fine-tuning.
 
 Example:
@@ -39,12 +40,15 @@ class GANTrainConfig:
     g_lr: float | None = None  # G's Adam learning rate; None = the stage's lr (pretrain.lr / finetune.lr), D's
     beta1: float = 0.0  # Adam beta1 of G and D (0 as in SNGAN / BigGAN: momentum destabilises GANs)
     beta2: float = 0.999  # Adam beta2 of G and D
+    ac_weight: float = 1.0  # weight of D's auxiliary classification loss (AC-GAN) in D's real loss and G's loss
 
     def __post_init__(self):
         if self.g_lr is not None and not self.g_lr > 0:
             raise ValueError(f"g_lr must be > 0 or null, got {self.g_lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if not self.ac_weight >= 0:
+            raise ValueError(f"ac_weight must be >= 0, got {self.ac_weight}")
 
 
 def optimizers(gan: GAN, *, lr: float, train: GANTrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -99,13 +103,13 @@ def pretrain_gan(gan: GAN, images: ImageSet, *, config: PretrainConfig, train: G
         z, y_fake = fake_batch(gan, b, generator=generator, unconditional=unconditional)
         with torch.no_grad():
             x_fake = G(z, y_fake)
-        d_loss = (d_real_loss(D, x, y) + d_fake_loss(D, x_fake, y_fake)).mean()
+        d_loss = (d_real_loss(D, x, y, ac_weight=train.ac_weight) + d_fake_loss(D, x_fake, y_fake)).mean()
         opts["d"].zero_grad(set_to_none=True)
         d_loss.backward()
         opts["d"].step()
         # G step through the updated D.
         z, y_fake = fake_batch(gan, b, generator=generator, unconditional=unconditional)
-        loss_g = g_loss(D, G(z, y_fake), y_fake).mean()
+        loss_g = g_loss(D, G(z, y_fake), y_fake, ac_weight=train.ac_weight).mean()
         opts["g"].zero_grad(set_to_none=True)
         loss_g.backward(inputs=list(G.parameters()))
         opts["g"].step()
