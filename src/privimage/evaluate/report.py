@@ -103,7 +103,9 @@ def render_report(run_dir: str | Path) -> str:
         parts.insert(1, ("audit", "Privacy audit: empirical lower bound", sections.audit_section(audit)))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = "".join(f'<li><a href="#{anchor}">{esc(title)}</a></li>' for anchor, title, _ in parts)
-    body = [f"<h1>privimage run {esc(run.resolve().name)}</h1><p>{esc(str(run.resolve()))}, report written {stamp}</p>",
+    generator = (config or {}).get("generator", "diffusion")  # the generator family (generators.py)
+    body = [f"<h1>privimage run {esc(run.resolve().name)}</h1><p>{esc(str(run.resolve()))}, report written {stamp}; "
+            f"generator family: {esc(generator)} (PrivImage+{esc(generator[:1].upper())})</p>",
             sections.headline(metrics, ledgers), f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>"]
     body += [f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>' for anchor, title, content in parts]
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>privimage report: '
