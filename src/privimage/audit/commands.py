@@ -11,6 +11,7 @@ from pathlib import Path
 from privimage.files import write_json_atomic
 
 AUDIT_FILE = "audit.json"  # in a run directory: the report shows it
+LEDGER_FILE = "audit_ledger.json"  # every audit run of that directory (each a release of the sensitive data)
 
 
 def _canaries(text: str) -> int:
@@ -44,11 +45,14 @@ def cmd_audit(args) -> int:
     from privimage.run_config import load_run_config
 
     config = load_run_config(args.config, args.overrides)
-    result = audit(config, setting=args.setting, canaries=args.canaries, device=args.device,
-                   progress=progress_enabled(True))
-    record = result.to_json()
+    ledger_path = None
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
+        ledger_path = Path(args.out) / LEDGER_FILE
+    result = audit(config, setting=args.setting, canaries=args.canaries, device=args.device,
+                   progress=progress_enabled(True), ledger_path=ledger_path)
+    record = result.to_json()
+    if args.out:
         write_json_atomic(Path(args.out) / AUDIT_FILE, record)
     if args.json:
         print(json.dumps(record))

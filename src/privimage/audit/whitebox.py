@@ -17,17 +17,16 @@ exactness tests cover those.
 """
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from privimage.privacy.accountant import calibrate_sigma
 from privimage.privacy.dpsgd import DPSGD
-from privimage.privacy.ledger import Ledger
+from privimage.privacy.ledger import Ledger, Mechanism
 from privimage.privacy.rng import NoiseSource
 
-MECHANISM = "audit"  # ledger entry of the audit's own DP-SGD run
+MECHANISM = "audit"  # default ledger entry of the audit's own DP-SGD run
 CANARY_NORM = 10.0  # canary gradient norm in units of C: clipped to C by a correct engine, caught if not
 
 
@@ -51,28 +50,30 @@ RealStep = Callable[[DPSGD, torch.Tensor], None]  # adds real examples idx of th
 
 def gradient_scores(model: nn.Module | None, included: torch.Tensor, *, real: RealStep | None = None,
                     num_real: int = 0, sample_rate: float, steps: int, epsilon: float, delta: float,
-                    max_grad_norm: float, noise: NoiseSource, ledger_path: str | Path, micro_batch: int = 256,
-                    lr: float = 1e-3, clipping: str = "fast", device: str | torch.device = "cpu"
-                    ) -> tuple[torch.Tensor, Ledger, float]:
-    """Run DP-SGD on num_real real examples + the included canaries; -> (scores (m,), ledger, sigma).
+                    max_grad_norm: float, noise: NoiseSource, ledger: Ledger, name: str = MECHANISM,
+                    micro_batch: int = 256, lr: float = 1e-3, clipping: str = "fast",
+                    device: str | torch.device = "cpu") -> tuple[torch.Tensor, Mechanism]:
+    """Run DP-SGD on num_real real examples + the included canaries; -> (scores (m,), its ledger entry).
 
     `included` (m,) bool: which canaries are in the training set. `real(engine, idx)` accumulates the
     real examples idx (indices < num_real) with loss functions of the `Audited` wrapper (use .model).
-    sigma is calibrated so that the run alone spends `epsilon` at `delta` (its ledger says so).
+    sigma is calibrated so that the run alone spends `epsilon` at `delta`; it is charged to `ledger`
+    as the DP-SGD entry `name` (a new one: the audit is a release of the real examples of its own).
     """
     m = len(included)
     ids = torch.nonzero(included).flatten().to(device)  # canary j <-> example num_real + position in ids
     n = num_real + len(ids)
     if n < 1:
         raise ValueError("nothing to train on: no real examples and no included canary")
+    if ledger.has(name):
+        raise ValueError(f"{ledger.path} already has an entry {name!r}: an audit run is a new release, name it anew")
     sigma, _ = calibrate_sigma(epsilon=epsilon, delta=delta, sample_rate=sample_rate, steps=steps)
-    ledger = Ledger(ledger_path, delta=delta, noise_seed=noise.describe())
-    ledger.open_dpsgd(MECHANISM, sample_rate=sample_rate, noise_multiplier=sigma, planned_steps=steps)
+    ledger.open_dpsgd(name, sample_rate=sample_rate, noise_multiplier=sigma, planned_steps=steps)
     audited = Audited(model, m).to(device).train()
     optimizer = torch.optim.SGD([p for p in audited.parameters() if p.requires_grad], lr=lr)
     engine = DPSGD(audited, optimizer, noise_multiplier=sigma, max_grad_norm=max_grad_norm,
                    expected_batch_size=sample_rate * n, sample_rate=sample_rate, noise=noise, ledger=ledger,
-                   mechanism_name=MECHANISM, clipping=clipping)
+                   mechanism_name=name, clipping=clipping)
     scores = torch.zeros(m, dtype=torch.float64, device=device)
 
     def observe(opt, args, kwargs):  # the adversary: every noisy gradient, as the optimizer receives it
@@ -91,4 +92,5 @@ def gradient_scores(model: nn.Module | None, included: torch.Tensor, *, real: Re
             engine.step()
     finally:
         hook.remove()
-    return scores.cpu() * sample_rate * n, ledger, sigma  # in units of clipped-gradient sums
+    entry = next(e for e in ledger.entries if e.name == name)
+    return scores.cpu() * sample_rate * n, entry  # in units of clipped-gradient sums
