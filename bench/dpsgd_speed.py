@@ -20,25 +20,29 @@ N(0, 0.02^2) weights first, so every layer has a gradient. Also printed: the cos
 (ChaCha20, hardened Gaussian) for one step of this model, vs torch.randn (MT19937, NOT secure).
 """
 
-import argparse
-import json
-import math
-import platform
-import resource
-import statistics
-import subprocess
-import sys
-import time
+import os
 
-import torch
-from torch import nn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as privimage's entry points: before torch is imported
 
-from privimage.models.edm import EDMLoss, EDMPrecond
-from privimage.models.unet import CONFIGS, UNet, count_parameters
-from privimage.privacy.clipping import make_clipping
-from privimage.privacy.clipping.exact import clip_factors, clipped_sum_by_loop, loop_grads
-from privimage.privacy.dpsgd import DPSGD
-from privimage.privacy.rng import NoiseSource
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from privimage.models.edm import EDMLoss, EDMPrecond  # noqa: E402
+from privimage.models.unet import CONFIGS, UNet, count_parameters  # noqa: E402
+from privimage.privacy.clipping import make_clipping  # noqa: E402
+from privimage.privacy.clipping.exact import clip_factors, clipped_sum_by_loop, loop_grads  # noqa: E402
+from privimage.privacy.dpsgd import DPSGD  # noqa: E402
+from privimage.privacy.rng import NoiseSource  # noqa: E402
 
 ENGINES = ("nonprivate", "exact", "fast", "opacus")
 

@@ -17,6 +17,12 @@ stays cheap and the command line does not load what it does not need.
 """
 
 import importlib
+import os
+
+# OpenMP threads that spin while they wait made DP fine-tuning ~10x slower on a CPU shared with other
+# processes (docs/benchmarks.md); PASSIVE waiters sleep. libgomp reads it when torch loads, so it is set
+# here, before any privimage module imports torch; an explicit OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -93,7 +93,7 @@ def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
     if n < 1:
         raise UserError("no sensitive images to fine-tune on")
     if config.batch_size > n:
-        raise UserError(f"finetune.batch_size {config.batch_size} > {n} sensitive images; lower it")
+        raise UserError(f"expected batch size {config.batch_size} > {n} sensitive images; lower --batch")
     q = config.batch_size / n
     return q, config.steps if config.steps is not None else math.ceil(config.epochs / q)
 
@@ -136,8 +136,9 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
             if ckpt.state["kind"] != "finetune" or ckpt.state["config"] != _json(config):
                 raise UserError(f"{out_dir}: holds a different run (kind or config differ); use a new --out")
             if ckpt.state.get("world_size", 1) != world:
-                raise UserError(f"{out_dir}: this DP fine-tuning ran with world_size {ckpt.state.get('world_size', 1)} "
-                                f"processes; resume it with the same number (torchrun --nproc_per_node ...), not {world}")
+                ran = ckpt.state.get("world_size", 1)
+                raise UserError(f"{out_dir}: this DP fine-tuning ran with world_size {ran} processes; resume it with "
+                                f"the same number (torchrun --nproc_per_node ...), not {world}")
             start = ckpt.step
         charged = _charged(ledger, name)
         if charged < start:
