@@ -11,7 +11,8 @@ Each method runs as its own `privimage run ... methods=[M] --out OUT/M` (its own
 one method can be run or rerun alone, e.g. `methods=[random]`; every stage is cached in OUT/M (pre-training,
 fine-tuning, samples, metrics), a killed run resumes, and a finished method is read back, not rerun. To
 redo a method with other settings, delete OUT/M (its privacy was spent: it stays in its ledger).
-The table composes every method's ledger (the methods are releases of the same sensitive data).
+The table lists every method finished in OUT (this call's and earlier ones') and composes their ledgers (the
+methods are releases of the same sensitive data).
 
 Data: --data DIR (default $PRIVIMAGE_DATA, else ../shared/data beside the checkout) holding
 cifar10-jpg.tar.xz and tinyimagenet32-jpg.tar.xz; decoded arrays are cached under $PRIVIMAGE_CACHE.
@@ -36,6 +37,7 @@ from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.mechanism import Mechanism
 from privimage.run_config import load_run_config
 
+METHODS = ("privimage", "none", "all", "random")  # table order
 RUNGS = {"cpu": "cifar10_cpu.yaml", "gpu": "cifar10_gpu.yaml", "paper": "cifar10_baselines.yaml"}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 FILES = {"sensitive": "cifar10-jpg.tar.xz", "public": "tinyimagenet32-jpg.tar.xz"}
@@ -58,13 +60,15 @@ def split_methods(overrides: list[str]) -> tuple[list[str] | None, list[str]]:
     return methods, rest
 
 
-def run_method(config: str, method: str, overrides: list[str], out: Path, device: str) -> float:
+def run_method(config: str, method: str, overrides: list[str], out: Path, device: str, progress: bool) -> float:
     """`privimage run CONFIG methods=[METHOD] ... --out OUT/METHOD`; returns its wall seconds."""
     cmd = [sys.executable, "-m", "privimage", "run", config, f"methods=[{method}]", *overrides,
-           "--out", str(out / method), "--device", device]
+           "--out", str(out / method), "--device", device, *([] if progress else ["--no-progress"])]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True)
+    done = subprocess.run(cmd, stdout=sys.stderr)  # the bench's stdout holds only its table / JSON
+    if done.returncode:
+        sys.exit(f"bench: `privimage run` of method {method} failed (exit {done.returncode}); its message is above")
     return time.time() - start
 
 
@@ -89,7 +93,8 @@ def table(rows: list[dict]) -> str:
     lines = ["| method | epsilon | CA | FID (samples / real) | sel. precision | minutes: "
              + " / ".join(("setup",) + STAGES + ("total",)) + " |", "|---|---|---|---|---|---|"]
     for r in rows:
-        fid = "-" if r["fid"] is None else f"{r['fid']:.2f} ({r['fid_n_synthetic']} / {r['fid_n_real']})"
+        real = "stats file" if r["fid_n_real"] is None else r["fid_n_real"]  # evaluate.fid_stats: count not recorded
+        fid = "-" if r["fid"] is None else f"{r['fid']:.2f} ({r['fid_n_synthetic']} / {real})"
         precision = "-" if r["selection_precision"] is None else f"{r['selection_precision']:.3f}"
         ca = "-" if r["ca"] is None else f"{r['ca']:.3f}"
         minutes = " / ".join(str(r["minutes"].get(s, "-")) for s in ("setup",) + STAGES + ("total",))
@@ -116,6 +121,7 @@ def main() -> None:
                         help="folder with cifar10-jpg.tar.xz and tinyimagenet32-jpg.tar.xz ($PRIVIMAGE_DATA)")
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (stage headers stay)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. methods=[random]")
     args = parser.parse_args()
 
@@ -124,10 +130,11 @@ def main() -> None:
     overrides = data_overrides(Path(args.data)) + overrides
     methods = methods or load_run_config(config, overrides).methods  # validates the config before any run
     out = Path(args.out)
-    start, rows = time.time(), []
+    start = time.time()
     for method in methods:
-        run_method(config, method, overrides, out, args.device)
-        rows.append(method_row(out, method))
+        run_method(config, method, overrides, out, args.device, progress=not args.no_progress)
+    done = [m for m in METHODS if (out / m / "metrics.json").is_file()]  # this call's and earlier calls' methods
+    rows = [method_row(out, method) for method in done]
     result = {"rung": args.rung, "config": config, "overrides": overrides, "rows": rows,
               "epsilon_composed": composed(out, rows), "wall_minutes": round((time.time() - start) / 60, 2)}
     (out / "results.json").write_text(json.dumps(result, indent=1))
