@@ -49,7 +49,8 @@ def refused(tmp_path, capsys, *args) -> str:
     (["privacy.epsilon=inf"], "privacy.epsilon must be a finite number > 0, got inf"),
     (["privacy.epsilon=.nan"], "privacy.epsilon must be a finite number > 0, got nan"),
     (["privacy.epsilon=0"], "privacy.epsilon must be a finite number > 0"),
-    (["privacy.epsilon=0.5"], "the query alone"),  # sigma_q = 5 spends 0.73 on its own
+    (["privacy.epsilon=0.5", "semantic.query_epsilon=null", "semantic.sigma_q=5"], "the query alone"),  # 0.73
+    (["privacy.epsilon=0.5", "semantic.query_epsilon=0.5"], "semantic.query_epsilon must be > 0 and below"),
     (["data.test_split=train"], "data.test_split equals data.sensitive_split"),
     (["data.holdout=1.5"], "data.holdout must be a fraction in (0, 1)"),
     (["evaluate.classifiers=[bogus]"], "evaluate.classifiers must name some of"),

@@ -44,8 +44,11 @@ from privimage.sample import load_samples, save_samples
 from privimage.semantic.classifier import load_classifier, save_classifier, train_classifier
 from privimage.files import read_json, write_json_atomic
 from privimage.log import progress_enabled
-from privimage.semantic.query import dp_semantic_distribution
-from privimage.semantic.selection import Selection, apply_selection, select, selection_precision
+from privimage.device import resolve_device
+from privimage.semantic.query import dp_semantic_distribution, query_epsilon_of, query_sigma
+from privimage.semantic.recipes import recipe_for
+from privimage.semantic.selection import (UNLABELLED_CLASS, Selection, apply_selection, check_selectable,
+                                          random_subset, select, selection_precision)
 from privimage.train.finetune import calibrate_for_ledger, plan
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
             # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
             selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
             pretrain_set = selected = apply_selection(public, selection)
+            if not config.semantic.labelled:  # one set of public classes: each image gets a random sensitive label
+                pretrain_set = random_subset(selected, len(selected), sensitive.classes, seed=config.seed)
         else:
             pretrain_set = baseline_public_data(method, config, public, num_sensitive=len(sensitive.classes))
 
@@ -151,7 +156,8 @@ def semantic_query_function(config: RunConfig, public: ImageSet, ckpt_dir: Path,
     """The user's classifier if given, else the run's own (trained once, then reloaded)."""
     path = Path(config.semantic.classifier) if config.semantic.classifier else ckpt_dir
     if not (path / "meta.json").is_file():
-        model, meta = train_classifier(public, config=config.semantic.train, seed=config.seed,
+        recipe = config.semantic.train or recipe_for(resolve_device(device), resolution=public.resolution)
+        model, meta = train_classifier(public, config=recipe, seed=config.seed,
                                        device=None if device == "auto" else device, progress=progress)
         save_classifier(path, model, meta)
         log.info("semantic classifier val accuracy (public data) = %.3f", meta.val_accuracy)
@@ -163,20 +169,32 @@ def semantic_query_function(config: RunConfig, public: ImageSet, ckpt_dir: Path,
 
 def query_and_select(config: RunConfig, classifier, sensitive: ImageSet, public: ImageSet, ledger: Ledger,
                      path: Path) -> Selection:
-    """Steps 2 and 3; the noisy histogram is released once and only its selection is kept."""
+    """Steps 2 and 3; the noisy histogram is released once and only its selection is kept.
+
+    Everything that could make the selection fail is checked before the query is charged.
+    """
     s = config.semantic
     if path.is_file() and ledger.has("semantic_query"):
         return Selection.load(path)
     if ledger.has("semantic_query"):
         raise UserError(f"{ledger.path} charged the semantic query but {path} is missing (run killed mid-step); "
                         f"start a new run directory")
+    rows = sensitive.classes if s.labelled else [UNLABELLED_CLASS]  # histogram rows (one if unlabelled)
+    check_selectable(k=s.k, num_sensitive=len(rows), public_counts=public.counts(), fraction=s.fraction)
+    sigma_q = query_sigma(sigma_q=s.sigma_q, query_epsilon=s.query_epsilon, delta=ledger.delta)
+    query_epsilon = query_epsilon_of(sigma_q, delta=ledger.delta)
+    if ledger.epsilon_budget is not None and query_epsilon >= ledger.epsilon_budget:
+        raise UserError(f"semantic query alone spends epsilon {query_epsilon:.4g} >= privacy.epsilon "
+                        f"{ledger.epsilon_budget:g}; lower semantic.query_epsilon or raise semantic.sigma_q")
     noise = noise_source(noise_seed(config, 0))
-    log.info("2/5 DP semantic distribution: noisy top-%d histogram over %d public classes (sigma_q = %g)",
-             s.k, len(public.classes), s.sigma_q)
-    noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=s.sigma_q, noise=noise,
-                                     ledger=ledger)
-    selection = select(noisy, k=s.k, public_classes=public.classes, sensitive_classes=sensitive.classes,
-                       public_counts=public.counts(), sigma_q=s.sigma_q, fraction=s.fraction)
+    log.info("2/5 DP semantic distribution: noisy top-%d histogram over %d public classes (sigma_q = %.4g: "
+             "query epsilon %.4g of %s; DP-SGD gets the rest)", s.k, len(public.classes), sigma_q, query_epsilon,
+             ledger.epsilon_budget)
+    noisy = dp_semantic_distribution(classifier, sensitive, k=s.k, sigma_q=sigma_q, noise=noise,
+                                     ledger=ledger, labelled=s.labelled)
+    selection = select(noisy, k=s.k, public_classes=public.classes, sensitive_classes=rows,
+                       public_counts=public.counts(), sigma_q=sigma_q, fraction=s.fraction)
+    selection.query_epsilon, selection.epsilon_budget = query_epsilon, ledger.epsilon_budget
     selection.save(path)
     log.info("3/5 selection: %d public classes, %s images", sum(len(c.public_ids) for c in selection.classes),
              f"{selection.n_images:,}")

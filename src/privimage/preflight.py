@@ -27,6 +27,7 @@ from privimage.generators import family
 from privimage.privacy.accountant import calibrate_sigma, check_delta
 from privimage.run_config import RunConfig, validate
 from privimage.semantic.classifier import ClassifierMeta
+from privimage.semantic.query import query_sigma
 from privimage.semantic.selection import check_selectable
 from privimage.train.finetune import plan
 
@@ -131,11 +132,8 @@ def check_steps(config: RunConfig, sensitive: ImageSet, public: ImageSet) -> Non
     """The selection is feasible (and the user's classifier fits the public data); the batch fits the data."""
     s, f = config.semantic, config.finetune
     if "privimage" in config.methods:
-        try:
-            check_selectable(k=s.k, num_sensitive=len(sensitive.classes), public_counts=public.counts(),
-                             fraction=s.fraction)
-        except UserError as err:
-            raise UserError(f"semantic.k / semantic.fraction: {err}") from None
+        rows = len(sensitive.classes) if s.labelled else 1  # unlabelled: one histogram row
+        check_selectable(k=s.k, num_sensitive=rows, public_counts=public.counts(), fraction=s.fraction)
         if s.classifier is not None:
             meta_path = Path(s.classifier) / "meta.json"
             meta = ClassifierMeta.from_json(read_json(meta_path), where=str(meta_path))
@@ -152,9 +150,10 @@ def check_budget(config: RunConfig, n: int) -> None:
     check_delta(p.delta, n)  # warns when delta >= 1/N
     q, steps = plan(config.finetune, n)
     # The sigma each release will use (calibrate_sigma caches it): a hopeless budget fails now, not after the query.
-    queries = {float(s.sigma_q) if m == "privimage" else None for m in config.methods}
-    for query_sigma in sorted(queries, key=lambda x: x is None):
-        calibrate_sigma(epsilon=p.epsilon, delta=p.delta, sample_rate=q, steps=steps, query_sigma=query_sigma)
+    sigma_q = query_sigma(sigma_q=s.sigma_q, query_epsilon=s.query_epsilon, delta=p.delta)  # semantic.query_epsilon
+    queries = {sigma_q if m == "privimage" else None for m in config.methods}
+    for release_query in sorted(queries, key=lambda x: x is None):
+        calibrate_sigma(epsilon=p.epsilon, delta=p.delta, sample_rate=q, steps=steps, query_sigma=release_query)
 
 
 def fid_images(config: RunConfig, sensitive: ImageSet, test: ImageSet) -> tuple[ImageSet | None, bool]:

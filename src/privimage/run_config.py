@@ -17,6 +17,7 @@ from privimage.models.gan import GANConfig
 from privimage.models.unet import CONFIGS, UNetConfig
 from privimage.sample import SAMPLERS
 from privimage.semantic.classifier import ClassifierConfig
+from privimage.semantic.query import DEFAULT_QUERY_EPSILON
 from privimage.train.finetune import FinetuneConfig
 from privimage.train.gan_pretrain import GANTrainConfig
 from privimage.train.pretrain import PretrainConfig
@@ -44,10 +45,12 @@ class DataConfig:
 @dataclass
 class SemanticConfig:
     classifier: str | None = None  # checkpoint directory of a semantic classifier; None = train one on public data
-    train: ClassifierConfig = field(default_factory=ClassifierConfig)  # how to train it when none is given
+    train: ClassifierConfig | None = None  # how to train it when none is given; None = the device's recipe (recipes.py)
     k: int = 1  # top-k public labels per sensitive image, and public classes selected per sensitive class
-    sigma_q: float = 20.0  # query noise multiplier: noise std / sqrt(k) on every histogram cell
+    query_epsilon: float | None = DEFAULT_QUERY_EPSILON  # the query's own epsilon at privacy.delta; DP-SGD: the rest
+    sigma_q: float | None = None  # instead of query_epsilon (set it to null): noise std / sqrt(k) on every cell
     fraction: float | None = None  # instead of k classes, select until this fraction of the public set
+    labelled: bool = True  # false: the query ignores sensitive labels (one histogram row, one set of public classes)
 
 
 @dataclass
@@ -153,8 +156,14 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"privacy.accountant must be pld or rdp, got {p.accountant!r}")
     if s.k < 1:
         raise UserError(f"semantic.k must be >= 1, got {s.k}")
-    if not s.sigma_q > 0:
-        raise UserError(f"semantic.sigma_q must be > 0, got {s.sigma_q}")
+    if (s.sigma_q is None) == (s.query_epsilon is None):
+        raise UserError("set exactly one of semantic.sigma_q and semantic.query_epsilon (the other to null), "
+                        f"got sigma_q={s.sigma_q} and query_epsilon={s.query_epsilon}")
+    if s.sigma_q is not None and not (math.isfinite(s.sigma_q) and s.sigma_q > 0):
+        raise UserError(f"semantic.sigma_q must be a finite number > 0, got {s.sigma_q}")
+    if s.query_epsilon is not None and not (math.isfinite(s.query_epsilon) and 0 < s.query_epsilon < p.epsilon):
+        raise UserError(f"semantic.query_epsilon must be > 0 and below privacy.epsilon={p.epsilon:g} "
+                        f"(DP-SGD needs the rest), got {s.query_epsilon}")
     if not config.methods or any(name not in METHODS for name in config.methods):
         raise UserError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {config.methods}")
     if len(set(config.methods)) != len(config.methods):

@@ -191,6 +191,7 @@ def calibrate_sigma(
             lo = mid
     return hi, eps_hi
 
+
 def calibrate_for_ledger(ledger, *, epsilon: float, sample_rate: float, steps: int, mechanism_name: str = "finetune",
                          accountant: str = "pld") -> tuple[float, float]:
     """DP-SGD sigma so that the ledger's other entry (at most one Gaussian query) plus DP-SGD meet epsilon.
@@ -207,3 +208,40 @@ def calibrate_for_ledger(ledger, *, epsilon: float, sample_rate: float, steps: i
     return calibrate_sigma(epsilon=epsilon, delta=ledger.delta, sample_rate=sample_rate, steps=steps,
                            query_sigma=query_sigma, accountant=accountant)
 
+
+# Cached: preflight calibrates the query's noise before the run, and the pipeline again when it queries.
+@functools.lru_cache(maxsize=32)
+def calibrate_query_sigma(*, epsilon: float, delta: float) -> float:
+    """Smallest noise multiplier of ONE Gaussian release (PrivImage's semantic query) whose PLD epsilon at
+    `delta` is at most `epsilon`: how `semantic.query_epsilon` becomes sigma_q.
+
+    The noise multiplier is noise std / L2 sensitivity, so the answer does not depend on the query's k (the
+    query scales its noise by sqrt(k) itself). The exact curve of one Gaussian (Balle & Wang 2018, Thm. 8)
+    gives sigma by bisection in microseconds; the ledger's PLD accountant is slightly pessimistic, so sigma is
+    then raised by 0.1 % steps until PLD, which the ledger reports, is at most `epsilon` too.
+
+    >>> sigma = calibrate_query_sigma(epsilon=0.16, delta=1e-5)
+    >>> 19 < sigma < 21
+    True
+    """
+    _check_epsilon(epsilon)
+    check_delta(delta)
+    lo, hi = 0.05, 1e5  # eps(0.05) ~ 100 and eps(1e5) ~ 2e-5 at delta 1e-5: any sensible query lies between
+    if _gaussian_delta(epsilon, hi) > delta:
+        raise UserError(f"query epsilon {epsilon} needs a noise multiplier above {hi:g}; raise it")
+    while hi / lo > 1 + 1e-6:  # the exact delta falls as sigma grows
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if _gaussian_delta(epsilon, mid) <= delta else (mid, hi)
+    sigma = hi
+    while epsilon_pld([Mechanism("query", "gaussian", noise_multiplier=sigma)], delta=delta) > epsilon:
+        sigma *= 1.001
+    return sigma
+
+
+def _gaussian_delta(epsilon: float, sigma: float) -> float:
+    """Exact delta(epsilon) of one Gaussian mechanism, sensitivity 1, noise std sigma (Balle & Wang 2018)."""
+    def phi(x: float) -> float:  # standard normal CDF
+        return 0.5 * math.erfc(-x / math.sqrt(2))
+
+    a, b = 1 / (2 * sigma), epsilon * sigma
+    return phi(a - b) - math.exp(epsilon) * phi(-a - b)

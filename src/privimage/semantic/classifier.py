@@ -23,7 +23,9 @@ Example:
 """
 
 import dataclasses
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +37,13 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from privimage.data.imageset import ImageSet
-from privimage.data.tensors import to_model_space
 from privimage.device import resolve_device
 from privimage.errors import UserError
 from privimage.files import atomic_path, read_json, write_json_atomic
+from privimage.semantic.inputs import augment, to_model_input  # noqa: F401 (augment: public API)
 from privimage.semantic.network import ResNet, ResNetConfig
 
+log = logging.getLogger(__name__)
 FORMAT = "privimage-classifier/1"
 OPTIMIZERS = {"sgd", "adam"}
 
@@ -55,6 +58,8 @@ class ClassifierConfig:
     weight_decay: float = 5e-4  # L2 penalty on the weights
     crop_padding: int = 2  # random-crop augmentation: pad by this many pixels, crop back (0 = off)
     flip: bool = True  # random horizontal flips; set False for glyphs / digits (mirroring changes them)
+    channels_last: bool = False  # NHWC memory layout: faster convolutions on CPU (oneDNN) and tensor cores
+    bf16: bool = False  # autocast convolutions to bfloat16 (CUDA; CPUs with AVX512-BF16: 1.5x measured)
 
 
 @dataclass
@@ -161,22 +166,6 @@ def load_classifier(path: str | Path, *, device: str | None = None) -> tuple[Cla
     return model.to(resolve_device(device)).eval(), meta
 
 
-def to_model_input(x: torch.Tensor, *, channels: int, resolution: int) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> float (B, channels, resolution, resolution) in [-1, 1].
-
-    Channels: grey -> RGB repeats, RGB -> grey uses ITU-R 601 luma. Size: bilinear with antialiasing.
-    """
-    h = to_model_space(x)  # (B, C, H, W)
-    if h.shape[1] == 1 and channels == 3:
-        h = h.expand(-1, 3, -1, -1)
-    elif h.shape[1] == 3 and channels == 1:
-        luma = torch.tensor([0.299, 0.587, 0.114], device=h.device).view(1, 3, 1, 1)
-        h = (h * luma).sum(dim=1, keepdim=True)
-    if h.shape[2:] != (resolution, resolution):
-        h = F.interpolate(h, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-    return h.clone(memory_format=torch.contiguous_format)  # standard strides (see data/tensors.py)
-
-
 @torch.inference_mode()
 def predict_logits(model: Classifier, images: ImageSet | np.ndarray, *, batch_size: int = 512,
                    progress: bool = False) -> torch.Tensor:
@@ -202,23 +191,6 @@ def predict_topk(model: Classifier, images: ImageSet | np.ndarray, *, k: int, ba
     return logits.topk(k, dim=1).indices.cpu().numpy().astype(np.int64)
 
 
-def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after reflect-padding and optional horizontal flip; x (B, C, H, W) -> same shape."""
-    b, _, h, w = x.shape
-    if padding > 0:
-        padded = F.pad(x, (padding,) * 4, mode="reflect")  # (B, C, H + 2p, W + 2p)
-        dy, dx = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
-        rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
-        cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
-        batch = torch.arange(b, device=x.device)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-        x = x.clone(memory_format=torch.contiguous_format)  # standard strides (see to_model_input)
-    if flip:
-        mirror = (torch.rand(b, generator=generator) < 0.5).to(x.device)
-        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-    return x
-
-
 def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction: float = 0.05, seed: int = 0,
                      device: str | None = None, progress: bool = True) -> tuple[Classifier, ClassifierMeta]:
     """Train the semantic query function on the public images' own labels; report held-out accuracy.
@@ -236,6 +208,8 @@ def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_classifier(meta).to(device)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(public), generator=generator).numpy()
     n_val = int(round(val_fraction * len(public)))
@@ -246,8 +220,9 @@ def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = _make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train classifier", disable=not progress)
-    for _ in range(config.epochs):
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train classifier", disable=not progress)  # with ETA
+    t0 = time.time()
+    for epoch in range(config.epochs):
         model.train()
         perm = torch.randperm(len(train), generator=generator).to(device)
         for start in range(0, len(train), config.batch_size):
@@ -255,17 +230,23 @@ def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction
             if len(index) > 1:  # BatchNorm cannot train on a single image
                 inputs = to_model_input(x[index], channels=meta.channels, resolution=meta.resolution)
                 inputs = augment(inputs, padding=config.crop_padding, flip=config.flip, generator=generator)
-                loss = F.cross_entropy(model(inputs), y[index])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                    logits = model(inputs.contiguous(memory_format=layout))
+                loss = F.cross_entropy(logits.float(), y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                if bar.n % 50 == 0:  # .item() waits for the device: not every step
+                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             schedule.step()
             bar.update()
         if n_val:
             meta.val_accuracy = accuracy(model, val)
             bar.set_postfix(val_acc=f"{meta.val_accuracy:.3f}")
+            log.info("semantic classifier epoch %d/%d: val top-1 %.4f (%.0f s)", epoch + 1, config.epochs,
+                     meta.val_accuracy, time.time() - t0)
     bar.close()
+    meta.training.update(seconds=round(time.time() - t0, 1), device=str(device))
     return model.eval(), meta
 
 

@@ -7,7 +7,9 @@ class is relabelled to that row's sensitive class. How many classes a row takes:
   * top-k mode (fraction=None): k classes per row (the paper's setting, k' = k);
   * fraction mode: classes in rank order until the row's public images reach
     fraction * len(public) / S (the last class may overshoot), so the pre-training set is about
-    `fraction` of the public data, split evenly over the sensitive classes.
+    `fraction` of the public data, split evenly over the sensitive classes (DPImageBench's ratio);
+  * unlabelled sensitive data: one row (S = 1, all images vote in it), either mode; the selection is
+    then one set of public classes, not one per sensitive class.
 selection.json records only noisy counts, rounded to integers, never the exact histogram.
 """
 
@@ -19,6 +21,8 @@ import numpy as np
 from privimage.data.imageset import ImageSet
 from privimage.errors import UserError
 from privimage.files import read_json, write_json_atomic
+
+UNLABELLED_CLASS = "all"  # the one histogram row (and selection) of unlabelled sensitive data
 
 
 @dataclass
@@ -36,7 +40,9 @@ class Selection:
     sigma_q: float | None  # noise multiplier of the query (None: not recorded)
     fraction: float | None  # target fraction of the public set (None: top-k mode)
     n_public: int  # images in the whole public set
-    classes: list[ClassSelection]  # one per sensitive class, in sensitive-class order
+    classes: list[ClassSelection]  # one per sensitive class, in sensitive-class order (one row if unlabelled)
+    query_epsilon: float | None = None  # the query's own epsilon at the release's delta (PLD); DP-SGD gets the rest
+    epsilon_budget: float | None = None  # the release's total budget (query + DP-SGD composed), when known
 
     @property
     def sensitive_classes(self) -> list[str]:
@@ -55,6 +61,8 @@ class Selection:
         return {
             "k": self.k,
             "sigma_q": self.sigma_q,
+            "query_epsilon": self.query_epsilon,
+            "epsilon_budget": self.epsilon_budget,
             "fraction_target": self.fraction,
             "n_images": self.n_images,
             "n_public": self.n_public,
@@ -81,7 +89,8 @@ class Selection:
                 for c in obj["classes"]
             ]
             selection = cls(k=int(obj["k"]), sigma_q=obj["sigma_q"], fraction=obj["fraction_target"],
-                            n_public=int(obj["n_public"]), classes=classes)
+                            n_public=int(obj["n_public"]), classes=classes, query_epsilon=obj.get("query_epsilon"),
+                            epsilon_budget=obj.get("epsilon_budget"))
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{where}: missing or invalid field ({err!r})") from None
         for c in classes:
@@ -139,8 +148,9 @@ def select(noisy: np.ndarray, *, k: int, public_classes: list[str], sensitive_cl
                 chosen.append(int(p))
                 taken[p] = True
                 n_images += int(public_counts[p])
-        if not chosen:
-            raise UserError(f"no public classes left for sensitive class {sensitive_classes[s]!r}; lower --fraction")
+        if not chosen:  # check_selectable rules this out; kept as an internal invariant
+            raise UserError(f"no public classes left for sensitive class {sensitive_classes[s]!r}; "
+                            "lower semantic.fraction")
         classes.append(ClassSelection(sensitive_classes[s], chosen, [public_classes[p] for p in chosen],
                                       [float(round(noisy[s, p])) for p in chosen], [int(public_counts[p]) for p in chosen]))
     return Selection(k=int(k), sigma_q=None if sigma_q is None else float(sigma_q),
@@ -149,16 +159,30 @@ def select(noisy: np.ndarray, *, k: int, public_classes: list[str], sensitive_cl
 
 
 def check_selectable(*, k: int, num_sensitive: int, public_counts: np.ndarray, fraction: float | None) -> None:
-    """UserError if `select` cannot give every sensitive class a public class. Call it before the query
-    so that a hopeless configuration is refused before privacy is spent."""
-    if fraction is not None and not 0 < fraction <= 1:
-        raise UserError(f"fraction must be in (0, 1], got {fraction}")
-    needed = num_sensitive if fraction is not None else k * num_sensitive
-    available = int((np.asarray(public_counts) > 0).sum())
-    if needed > available:
-        per_class = "one public class" if fraction is not None else f"k={k} public classes"
-        raise UserError(f"{per_class} for each of {num_sensitive} sensitive classes needs {needed} "
-                        f"non-empty public classes, the public data has {available}")
+    """UserError if the query or `select` cannot work: k votes need k public classes; top-k mode needs k
+    classes per row; fraction mode must select at least one image per row and leave every row a class.
+    Call it before the query so that a hopeless configuration is refused before privacy is spent."""
+    counts = np.asarray(public_counts, dtype=np.int64)
+    available, n_public = int((counts > 0).sum()), int(counts.sum())
+    if k > available:
+        raise UserError(f"semantic.k={k}: each sensitive image votes for k public classes, the public data "
+                        f"has {available} non-empty classes")
+    if fraction is None:
+        if k * num_sensitive > available:
+            raise UserError(f"semantic.k={k} public classes for each of {num_sensitive} sensitive classes needs "
+                            f"{k * num_sensitive} non-empty public classes, the public data has {available}; "
+                            f"lower semantic.k or set semantic.fraction")
+        return
+    if not 0 < fraction <= 1:
+        raise UserError(f"semantic.fraction must be in (0, 1], got {fraction}")
+    if fraction * n_public < num_sensitive:
+        raise UserError(f"semantic.fraction={fraction:g} of {n_public} public images is less than one image for "
+                        f"each of {num_sensitive} sensitive classes; raise it")
+    # Rows before the last take at most their target plus one class each; the last row needs a class left.
+    taken_before_last = (num_sensitive - 1) * (fraction * n_public / num_sensitive + counts.max())
+    if num_sensitive > available or taken_before_last >= n_public:
+        raise UserError(f"semantic.fraction={fraction:g}: the first {num_sensitive - 1} sensitive classes could take "
+                        f"every public class before the last one gets any; lower it")
 
 
 def apply_selection(public: ImageSet, selection: Selection) -> ImageSet:
