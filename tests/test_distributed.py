@@ -65,7 +65,7 @@ def torchrun(root, args, *, crash=None, nproc=2):
     if crash:
         env["PRIVIMAGE_TEST_CRASH"] = crash
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(root / "worker.py"), *args]
+           str(root / "worker.py"), "--", *args]  # "--": torchrun would take `--n` for its own --nnodes...
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -127,3 +127,58 @@ def test_crashed_rank_fails_the_job_and_the_rerun_charges_each_step_once(inputs,
     resumed = torchrun(inputs, finetune_args(inputs, out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_release(out, one_process)  # replayed steps were not charged again: ledger steps == STEPS
+
+
+GRADIENT_CHECK = '''
+import sys, torch
+from privimage import distributed
+from privimage.cli import main
+from privimage.models.edm import EDMPrecond
+from privimage.models.unet import CONFIGS, UNet
+from privimage.train.pretrain import all_reduce_grads
+
+distributed.init()
+torch.manual_seed(0)
+net = EDMPrecond(UNet(CONFIGS["tiny"]))
+x, y = torch.rand(5, 1, 16, 16) * 2 - 1, torch.arange(5)
+sigma = torch.linspace(0.5, 3, 5)
+def loss(idx):
+    return ((net(x[idx], sigma[idx], y[idx]) - x[idx]) ** 2).mean(dim=(1, 2, 3))
+loss(torch.arange(5)).mean().backward()  # one process, the whole batch
+full = {n: p.grad.clone() for n, p in net.named_parameters()}
+net.zero_grad(set_to_none=True)
+mine = torch.tensor(list(distributed.shard(5)))  # 3 and 2 examples: unequal shares
+share = loss(mine).sum() / 5  # this process's share of the global mean
+share.backward()
+total = all_reduce_grads(net, share)
+worst = max(float((p.grad - full[n]).abs().max() / full[n].abs().max().clamp_min(1e-12))
+            for n, p in net.named_parameters())
+if distributed.is_main():
+    whole = float(loss(torch.arange(5)).mean().detach())
+    print(f"GRADIENT relative error {worst:.3g} loss {float(total):.6f} {whole:.6f}",
+          file=sys.stderr)
+for argv in " ".join(sys.argv[1:]).split(" + "):
+    if main(argv.split()) != 0:
+        sys.exit(1)
+'''
+
+
+def test_pretraining_gradients_and_sampling_across_two_processes(inputs, tmp_path):
+    (tmp_path / "worker.py").write_text(GRADIENT_CHECK)
+    pre, samples = tmp_path / "pre", tmp_path / "two.npz"
+    args = (f"pretrain --data {inputs / 'sensitive.npz'} --out {pre} --config tiny --steps 2 --batch 5 --seed 1 "
+            f"--device cpu --no-progress + sample --ckpt {inputs / 'pre'} --n 8 --batch 4 --steps 2 "
+            f"--out {samples} --device cpu --no-progress").split()
+    done = torchrun(tmp_path, args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the all-reduced gradient of the shares (3 + 2 examples) is the gradient of the global mean loss
+    line = next(x for x in done.stderr.splitlines() if "GRADIENT" in x).split()
+    assert float(line[3]) < 1e-4 and float(line[5]) == pytest.approx(float(line[6]), rel=1e-5)
+    assert json.loads((pre / "state.json").read_text())["world_size"] == 2
+    # sampling: each process sampled its block of seeds; gathered, the images equal one process's
+    assert main(["sample", "--ckpt", str(inputs / "pre"), "--n", "8", "--batch", "4", "--steps", "2",
+                 "--out", str(tmp_path / "one.npz"), "--device", "cpu", "--no-progress"]) == 0
+    two, one = np.load(samples), np.load(tmp_path / "one.npz")
+    np.testing.assert_array_equal(two["x"], one["x"])
+    np.testing.assert_array_equal(two["y"], one["y"])
+    assert two["x"][4:].any()  # rank 1's block arrived (not the zeros it was gathered into)

@@ -167,6 +167,33 @@ def broadcast_module(module: torch.nn.Module, *, src: int = 0) -> None:
             t.copy_(received[name])
 
 
+def broadcast_optimizer(optimizer: torch.optim.Optimizer, *, src: int = 0) -> None:
+    """Load rank `src`'s optimizer state (e.g. Adam's moments after a resume) into every process's optimizer."""
+    if world_size() == 1:
+        return
+    state = optimizer.state_dict()
+    groups = broadcast_json(state["param_groups"] if rank() == src else None, src=src)
+    flat = {f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    scalars = broadcast_json({f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()
+                              if not torch.is_tensor(v)} if rank() == src else None, src=src)
+    received = broadcast_tensors(flat if rank() == src else None, src=src)
+    if rank() == src:
+        return
+    device = next((p.device for g in optimizer.param_groups for p in g["params"]), torch.device("cpu"))
+    per_param: dict[int, dict] = {}
+    for key, value in [*received.items(), *scalars.items()]:
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value.to(device) if torch.is_tensor(value) and \
+            name != "step" else value
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+
+
 def shard(n: int) -> range:
     """This process's share of range(n): every world_size-th index from its rank (the shards partition it)."""
     return range(rank(), n, world_size())
+
+
+def block(n: int) -> range:
+    """This process's contiguous block of range(n) (the blocks partition it, in rank order)."""
+    per = -(-n // world_size())
+    return range(min(n, rank() * per), min(n, (rank() + 1) * per))

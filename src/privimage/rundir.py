@@ -19,6 +19,7 @@ Example:
 import fcntl
 import json
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,8 +36,14 @@ DP_TRAINING_FILES = ("state.json", "model.safetensors", "log.jsonl")  # exist on
 
 @contextmanager
 def open_run_dir(out_dir, config: RunConfig):
-    """Create or reopen the run directory `out_dir` for `config`, locked for this process; yields its Path."""
+    """Create or reopen the run directory `out_dir` for `config`, locked for this process; yields its Path.
+
+    Under torchrun only rank 0 opens, checks and locks it; the other processes write nothing there.
+    """
     out = Path(out_dir)
+    if not _main_process():
+        yield out
+        return
     if out.exists() and not out.is_dir():
         raise UserError(f"run directory {out} exists and is not a directory; choose another --out")
     try:
@@ -70,6 +77,12 @@ def locked(out: Path):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _main_process() -> bool:
+    """False only in a process of rank > 0 of a torchrun job (privimage.distributed, imported only then)."""
+    distributed = sys.modules.get("privimage.distributed")
+    return distributed is None or distributed.is_main()
 
 
 def check_config(out: Path, config: RunConfig) -> dict:

@@ -1,7 +1,9 @@
 """Deterministic EDM samplers: Heun (EDM Algorithm 2) and Euler (DDIM-like); images out as uint8.
 
 Sampling only touches the trained network, so it spends no privacy. Each image has its own random
-generator seeded with `seed + index`, so image i is the same whatever the batch size (as NVlabs/edm).
+generator seeded with `seed + index`, so image i is the same whatever the batch size (as NVlabs/edm)
+and whatever the number of processes: under torchrun each process samples its block of the indices and
+the blocks are gathered (an all-reduce of a zero-filled array: each image comes from one process).
 
 Example:
     >>> x, y = generate(net, 100, num_classes=10, steps=18, seed=0)   # x (100, H, W, C) uint8
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from privimage import distributed
 from privimage.errors import UserError
 from privimage.files import atomic_path
 from privimage.models.edm import EDMPrecond, to_uint8
@@ -101,15 +104,19 @@ def generate(net: EDMPrecond, n: int, *, num_classes: int, steps: int = 50, guid
     shape = (cfg.in_channels, cfg.img_resolution, cfg.img_resolution)
     y = balanced_labels(n, num_classes)
     net = net.to(device).eval()
-    out = np.empty((n, cfg.img_resolution, cfg.img_resolution, cfg.in_channels), dtype=np.uint8)
-    with tqdm(total=n, desc=f"sample ({sampler}, {steps} steps)", unit="img", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            idx = range(start, min(start + batch_size, n))
+    out = np.zeros((n, cfg.img_resolution, cfg.img_resolution, cfg.in_channels), dtype=np.uint8)
+    mine = distributed.block(n)  # range(n) in one process
+    with tqdm(total=len(mine), desc=f"sample ({sampler}, {steps} steps)", unit="img",
+              disable=not (progress and distributed.is_main())) as bar:
+        for start in range(mine.start, mine.stop, batch_size):
+            idx = range(start, min(start + batch_size, mine.stop))
             latents = image_latents([seed + i for i in idx], shape, device)
             labels = torch.from_numpy(y[start:idx.stop]).to(device)
             images = SAMPLERS[sampler](net, latents, labels, num_steps=steps, guidance=guidance)
             out[start:idx.stop] = to_uint8(images.float())
             bar.update(len(idx))
+    if distributed.world_size() > 1:
+        out = distributed.all_reduce_sum({"x": torch.from_numpy(out)})["x"].numpy()  # every process: all n images
     return out, y
 
 

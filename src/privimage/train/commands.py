@@ -56,7 +56,8 @@ def _pretrain(args) -> int:
     print(f"privimage: pre-training a {count_parameters(net):,}-parameter U-Net ({args.config}) on "
           f"{len(images)} images, {len(images.classes)} classes", file=sys.stderr)
     pretrain(net, images, config=config, out_dir=out, seed=args.seed, device=args.device, resume=args.resume)
-    write_json_atomic(out / "classes.json", images.classes)
+    if distributed.is_main():
+        write_json_atomic(out / "classes.json", images.classes)
     return 0
 
 
@@ -136,6 +137,8 @@ def _sample(args) -> int:
                     seed=args.seed, batch_size=args.batch, sampler=args.sampler, device=device)
     names = Path(args.ckpt) / "classes.json"
     classes = json.loads(names.read_text()) if names.is_file() else None
+    if not distributed.is_main():  # every process sampled its block; rank 0 writes them all
+        return 0
     save_samples(args.out, x, y, classes=classes, grid=args.grid)
     print(f"privimage: wrote {len(x)} images to {args.out}" + (f" and {args.grid}" if args.grid else ""),
           file=sys.stderr)

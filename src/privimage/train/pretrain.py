@@ -5,6 +5,10 @@ relabelled is decided by the caller (PrivImage: the semantic selection of step 3
 trains every image as the null class and ignores its labels: the all / random baselines, whose public
 images have no sensitive label (privimage/baselines.py).
 Pre-training is plain Adam on the EDM loss with an EMA of the weights; bf16 autocast on CUDA only.
+Under torchrun (privimage.distributed) each process draws its share of the global batch from its own
+generator and the gradients of the global mean loss are all-reduced (what DDP does, without wrapping
+the module), so `batch_size` is the global batch whatever the number of processes; rank 0 alone
+writes checkpoints and logs.
 
 Example:
     >>> net = EDMPrecond(UNet(CONFIGS["demo"]))
@@ -18,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from privimage import distributed
 from privimage.data import ImageSet
 from privimage.errors import UserError
 from privimage.models.edm import EDMLoss, EDMPrecond, to_model_space
@@ -59,41 +64,59 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
     check_images(net, images, labels=not unconditional)
     device = resolve_device(device)
     out_dir = Path(out_dir)
+    main, world, rank = distributed.is_main(), distributed.world_size(), distributed.rank()
+    if config.batch_size < world:
+        raise UserError(f"pretrain.batch_size {config.batch_size} < {world} processes: every process needs images")
+    local_batch = len(distributed.shard(config.batch_size))  # this process's share of the global batch
     net.to(device).train()
+    distributed.broadcast_module(net)  # every process starts from rank 0's weights
     ema = make_ema(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    generator, _ = noise_generator(seed, device=device)
+    generator, _ = noise_generator(None if seed is None else seed + rank, device=device)  # own draws per process
     loss_fn = EDMLoss(sigma_data=net.sigma_data, label_dropout=config.label_dropout,
                       multiplicity=config.multiplicity)
     start = 0
-    if resume and (out_dir / JSON_FILE).is_file():
+    if main and resume and (out_dir / JSON_FILE).is_file():
         ckpt = load_checkpoint(out_dir)
         if ckpt.state["kind"] != "pretrain":
             raise UserError(f"{out_dir}: holds a {ckpt.state['kind']} checkpoint, not pretrain")
         ckpt.restore(net, ema, optimizer, {"batches": generator})
         start = ckpt.step
         logger.info("resuming pre-training at step %d of %d", start, config.steps)
+    if world > 1:  # rank 0's step, weights and optimizer everywhere; the others draw new (public) batches
+        start = distributed.broadcast_json(start)
+        for module in (net, ema):
+            distributed.broadcast_module(module)
+        distributed.broadcast_optimizer(optimizer)
+        if not main and seed is not None:
+            generator.manual_seed(seed + rank + 1_000_003 * start)
     x_all = torch.from_numpy(images.x).to(device)  # (N, H, W, C) uint8, converted per batch
     y_all = (torch.full((len(images),), net.null_class, dtype=torch.int64, device=device) if unconditional
              else torch.from_numpy(images.y).to(device))  # (N,)
-    log = RunLog(out_dir, start_step=start)
+    log = RunLog(out_dir, start_step=start) if main else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     loss_sum = torch.zeros((), device=device)
-    bar = tqdm(range(start, config.steps), desc="pretrain", initial=start, total=config.steps, disable=not progress)
+    bar = tqdm(range(start, config.steps), desc="pretrain", initial=start, total=config.steps,
+               disable=not (progress and main))
     for step in bar:
-        idx = torch.randint(len(images), (config.batch_size,), generator=generator, device=device)
+        idx = torch.randint(len(images), (local_batch,), generator=generator, device=device)
         x = to_model_space(x_all[idx])  # (B, C, H, W) in [-1, 1]
         if config.hflip:
             flip = torch.rand((len(idx), 1, 1, 1), generator=generator, device=device) < 0.5
             x = torch.where(flip, x.flip(3), x)
         y = y_all[idx]
         with autocast:
-            loss = loss_fn(net, x, y, *loss_fn.draw(x, y, generator=generator)).mean()
+            losses = loss_fn(net, x, y, *loss_fn.draw(x, y, generator=generator))  # (local_batch,)
+            loss = losses.mean() if world == 1 else losses.sum() / config.batch_size  # share of the global mean
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1:  # sum over processes = gradient of the global mean loss
+            loss = all_reduce_grads(net, loss)
         optimizer.step()
         update_ema(ema, net, decay=config.ema_decay, step=step)
         loss_sum += loss.detach()
+        if not main:
+            continue
         rate = log.count(config.batch_size)
         done = step + 1
         if done % config.log_every == 0 or done == config.steps:
@@ -103,9 +126,21 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
             loss_sum.zero_()
         if done % config.checkpoint_every == 0 or done == config.steps:
             save_checkpoint(out_dir, net=net, ema=ema, optimizer=optimizer, step=done, kind="pretrain",
-                            config=asdict(config) | {"unconditional": unconditional}, generators={"batches": generator})
+                            config=asdict(config) | {"unconditional": unconditional}, generators={"batches": generator},
+                            extra={"world_size": world})
     bar.close()
     return ema
+
+
+def all_reduce_grads(net: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """All-reduce (sum) every trainable parameter's gradient and the loss; a missing gradient counts as zero."""
+    grads = {name: p.grad if p.grad is not None else torch.zeros_like(p)
+             for name, p in net.named_parameters() if p.requires_grad}
+    reduced = distributed.all_reduce_sum({**grads, "loss": loss.detach().float().reshape(1)})
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            p.grad = reduced[name]
+    return reduced["loss"][0]
 
 
 def check_images(net: EDMPrecond, images: ImageSet, *, labels: bool = True) -> None:
