@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from privimage.errors import UserError
 from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.mechanism import Mechanism
 from privimage.run_config import load_run_config
@@ -128,7 +129,11 @@ def main() -> None:
     config = f"privimage:{RUNGS[args.rung]}"
     methods, overrides = split_methods(args.overrides)
     overrides = data_overrides(Path(args.data)) + overrides
-    methods = methods or load_run_config(config, overrides).methods  # validates the config before any run
+    asked = [f"methods=[{', '.join(methods)}]"] if methods else []
+    try:
+        methods = load_run_config(config, overrides + asked).methods  # validates the config before any run
+    except UserError as err:
+        sys.exit(f"bench: {err}")
     out = Path(args.out)
     start = time.time()
     for method in methods:
