@@ -26,6 +26,7 @@ from pathlib import Path
 
 from torch import nn
 
+from privimage import distributed
 from privimage.baselines import UNCONDITIONAL, baseline_public_data
 from privimage.data import ImageSet
 from privimage.data import demo
@@ -61,20 +62,28 @@ def run(config: RunConfig, out_dir, *, device="auto", progress: bool = True,
     `data` = (sensitive, test or None, public) given in memory (the Python API) instead of config.data's paths.
     """
     t0, progress = time.time(), progress_enabled(progress)
+    if distributed.world_size() > 1 and config.generator != "diffusion":
+        raise UserError(f"generator {config.generator} runs in one process only; launch it without torchrun")
     inputs = preflight(config, device=device, data=data, progress=progress)  # every check first: nothing spent
     with open_run_dir(out_dir, config) as out:  # locked against a concurrent run; ledgers checked
-        done = finished_metrics(out, config)  # a finished run is left as it is
+        done = finished_metrics(out, config) if distributed.is_main() else None  # a finished run is left as it is
+        done = distributed.broadcast_json(done)  # rank 0's answer, on every process
         return done if done is not None else run_methods(config, inputs, out, t0=t0, progress=progress)
 
 
 def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, progress: bool) -> dict:
-    """The five steps for each method in the (locked, checked) run directory `out`."""
+    """The five steps for each method in the (locked, checked) run directory `out`.
+
+    Under torchrun every process runs this; rank 0 alone trains the semantic classifier, queries (its
+    ledger), writes files and evaluates, the others join pre-training, DP fine-tuning and sampling.
+    """
     sensitive, test, public, device = inputs.sensitive, inputs.test, inputs.public, inputs.device
     methods, selection, selected, ledgers = {}, None, None, []
-    write_json_atomic(out / "provenance.json", provenance(config, device))  # versions, device, data identity
+    if distributed.is_main():
+        write_json_atomic(out / "provenance.json", provenance(config, device))  # versions, device, data identity
 
     # 1. Semantic query function: trained on public labels only (it never sees sensitive data).
-    if "privimage" in config.methods:
+    if "privimage" in config.methods and distributed.is_main():
         log.info("1/5 semantic query function: a classifier of the %d public classes (%s public images)",
                  len(public.classes), f"{len(public):,}")
         classifier = semantic_query_function(config, public, out / "classifier", device=device, progress=progress)
@@ -83,11 +92,13 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
     for method in config.methods:
         t_method, mdir = time.time(), out / method
         ledger = Ledger(mdir / "ledger.json", delta=config.privacy.delta, epsilon_budget=config.privacy.epsilon,
-                        noise_seed=noise_source(config.privacy.seed).describe())
+                        noise_seed=noise_source(config.privacy.seed).describe()) if distributed.is_main() else None
         log.info("method %s (its own release, budget epsilon = %g)", method, config.privacy.epsilon)
         if method == "privimage":
             # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
-            selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json")
+            selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json") \
+                if distributed.is_main() else None
+            selection = rank0_selection(selection)
             pretrain_set = selected = apply_selection(public, selection)
             if not config.semantic.labelled:  # one set of public classes: each image gets a random sensitive label
                 pretrain_set = random_subset(selected, len(selected), sensitive.classes, seed=config.seed)
@@ -109,22 +120,27 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         # 5. DP fine-tuning on the sensitive data; sigma calibrated so query + DP-SGD meet the budget.
         t_pretrain, t_step = time.time() - t_step, time.time()
         q, steps = plan(config.finetune, len(sensitive))
-        sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps,
-                                        accountant=config.privacy.accountant)
-        log_finetune_start(ledger, config.finetune.mechanism_name, steps=steps, sigma=sigma, q=q)
+        sigma = None  # ranks > 0 (no ledger) get rank 0's from finetune
+        if distributed.is_main():
+            sigma, _ = calibrate_for_ledger(ledger, epsilon=config.privacy.epsilon, sample_rate=q, steps=steps,
+                                            accountant=config.privacy.accountant)
+            log_finetune_start(ledger, config.finetune.mechanism_name, steps=steps, sigma=sigma, q=q)
         net = generator.finetune(net, sensitive, config=config, noise_multiplier=sigma, ledger=ledger,
                                  out_dir=mdir / "finetune", seed=noise_seed(config, 1), device=device, resume=True,
                                  progress=progress)
 
         # Sample and evaluate (post-processing: no privacy cost; CA tests on the held-out real split).
         t_finetune = time.time() - t_step
-        ledger.summary()  # rewrites ledger.json with the final PLD epsilon and the RDP cross-check
-        ledgers.append(ledger)
+        if distributed.is_main():
+            ledger.summary()  # rewrites ledger.json with the final PLD epsilon and the RDP cross-check
+            ledgers.append(ledger)
         methods[method] = sample_and_evaluate(config, net, mdir, inputs, ledger, progress=progress)
         methods[method]["seconds"] = round(time.time() - t_method, 1)
         methods[method]["step_seconds"] = {"pretrain": round(t_pretrain, 1), "finetune": round(t_finetune, 1),
                                            **methods[method].get("step_seconds", {})}
 
+    if not distributed.is_main():
+        return distributed.broadcast_json(None)  # rank 0's metrics
     real = test if config.evaluate.show_real_images else None  # real images are not DP: only when asked
     save_previews(out / "previews.npz", held_out=real, selected=selected)  # images for the report
     metrics = {
@@ -135,10 +151,11 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         "setup_seconds": setup_seconds,
         "selection_precision": precision(config, selection),
         "methods": methods,
+        "world_size": distributed.world_size(),  # processes (torchrun); a DP fine-tuning resumes with as many
     }
     write_json_atomic(out / "metrics.json", metrics)
     write_report(out)
-    return metrics
+    return distributed.broadcast_json(metrics)
 
 
 def log_finetune_start(ledger: Ledger, name: str, *, steps: int, sigma: float, q: float) -> None:
@@ -209,14 +226,20 @@ def noise_seed(config: RunConfig, mechanism: int) -> int | None:
 def sample_and_evaluate(config: RunConfig, net: nn.Module, mdir: Path, inputs: Inputs, ledger: Ledger, *,
                         progress: bool) -> dict:
     """Samples (cached in samples.npz) -> CA on the real held-out images (and FID when asked)."""
-    if (mdir / "metrics.json").is_file():
-        return read_json(mdir / "metrics.json")
+    stage = distributed.broadcast_json(  # rank 0's files decide; every process samples, rank 0 evaluates
+        "evaluated" if (mdir / "metrics.json").is_file() else "sampled" if (mdir / "samples.npz").is_file()
+        else "sample" if distributed.is_main() else None)
+    if stage == "evaluated":
+        return read_json(mdir / "metrics.json") if distributed.is_main() else {}
     s, t_sample, test, classes = config.sample, time.time(), inputs.test, inputs.sensitive.classes
-    if not (mdir / "samples.npz").is_file():
+    if stage == "sample":
         generator = family(config.generator)
         log.info("sampling %s images (%s)", f"{s.n:,}", generator.sampler(config))
         x, y = generator.sample(net, config, device=next(net.parameters()).device, progress=progress)
-        save_samples(mdir / "samples.npz", x, y, classes=list(classes), grid=mdir / "grid.png")
+        if distributed.is_main():
+            save_samples(mdir / "samples.npz", x, y, classes=list(classes), grid=mdir / "grid.png")
+    if not distributed.is_main():
+        return {}
     x, y = load_samples(mdir / "samples.npz")
     synthetic = ImageSet(x, y, list(classes), source=str(mdir / "samples.npz"))
     t_eval = time.time()
@@ -241,6 +264,13 @@ def sample_and_evaluate(config: RunConfig, net: nn.Module, mdir: Path, inputs: I
     result["step_seconds"] = {"sample": round(t_eval - t_sample, 1), "evaluate": round(time.time() - t_eval, 1)}
     write_json_atomic(mdir / "metrics.json", result)
     return result
+
+
+def rank0_selection(selection: Selection | None) -> Selection:
+    """Rank 0's selection on every process (they pre-train on the same public images); one process: as is."""
+    if distributed.world_size() == 1:
+        return selection
+    return Selection.from_json(distributed.broadcast_json(selection.to_json() if selection else None), where="rank 0")
 
 
 def precision(config: RunConfig, selection: Selection | None) -> float | None:
