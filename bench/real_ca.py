@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=50_000, help="random train subset size (seed 0)")
     parser.add_argument("--n-test", type=int, default=10_000, help="random test subset size (seed 1)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
     parser.add_argument("--plain", action="store_true", help="also train without warm-up / smoothing / augmentation")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -51,6 +52,9 @@ def main() -> None:
     train = subset(load_images(args.data, split="train"), args.n_train, seed=0)
     test = subset(load_images(args.data, split="test"), args.n_test, seed=1)
     names = args.classifier or ["cnn"]
+    if args.batch_size:  # registered in this process only
+        for name in names:
+            CLASSIFIERS[name] = dataclasses.replace(CLASSIFIERS[name], batch_size=args.batch_size)
     if args.plain:  # registered in this process only
         for name in list(names):
             CLASSIFIERS[f"{name}-plain"] = dataclasses.replace(CLASSIFIERS[name], **PLAIN)
@@ -61,18 +65,18 @@ def main() -> None:
         acc = classification_accuracy(train, test, classifier=name, epochs=args.epochs, seed=0, device=args.device)
         r = CLASSIFIERS[name]
         rows.append({"classifier": name, "n_train": len(train), "n_test": len(test),
-                     "epochs": args.epochs or r.epochs, "warmup": r.warmup, "label_smoothing": r.label_smoothing,
+                     "epochs": args.epochs or r.epochs, "batch_size": r.batch_size, "warmup": r.warmup, "label_smoothing": r.label_smoothing,
                      "augment": f"crop {r.crop_padding}, flip {r.flip}", "ca": round(acc, 4),
                      "seconds": round(time.perf_counter() - start, 1)})
     load = os.getloadavg()[0]
     if args.json:
         print(json.dumps({"threads": torch.get_num_threads(), "load_average": load, "rows": rows}, indent=1))
         return
-    print(f"| classifier | n train | n test | epochs | warm-up | label smoothing | augmentation | CA | seconds "
+    print(f"| classifier | n train | n test | epochs | batch | warm-up | label smoothing | augmentation | CA | seconds "
           f"(threads={torch.get_num_threads()}, load average {load:.1f}) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['classifier']} | {r['n_train']} | {r['n_test']} | {r['epochs']} | {r['warmup']} | "
+        print(f"| {r['classifier']} | {r['n_train']} | {r['n_test']} | {r['epochs']} | {r['batch_size']} | {r['warmup']} | "
               f"{r['label_smoothing']} | {r['augment']} | {r['ca']:.4f} | {r['seconds']:.0f} |")
 
 

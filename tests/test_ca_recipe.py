@@ -23,10 +23,11 @@ def test_resnet9_warms_up_before_its_peak_rate():
     recipe = CLASSIFIERS["resnet9"]  # diverged at lr 0.1 from a cold start
     rates = learning_rates(recipe, total=100)
     warm = int(recipe.warmup * 100)
-    assert rates[0] == pytest.approx(recipe.lr / warm)  # starts small
-    assert rates[:warm] == sorted(rates[:warm]) and rates[warm - 1] == pytest.approx(recipe.lr)  # linear ramp
+    assert rates[0] == pytest.approx(recipe.lr / (warm + 1))  # starts small
+    assert rates[:warm + 1] == sorted(rates[:warm + 1]) and rates[warm] == pytest.approx(recipe.lr)  # linear ramp
     assert rates[warm:] == sorted(rates[warm:], reverse=True) and rates[-1] < 0.01 * recipe.lr  # cosine down
     assert recipe.label_smoothing > 0
+    assert learning_rates(recipe, total=4)[0] < recipe.lr  # a short run (4 steps) still starts below the peak
 
 
 def test_cnn_keeps_its_cosine_schedule_and_no_augmentation():

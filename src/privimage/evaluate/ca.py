@@ -77,13 +77,13 @@ def train_classifier(
 def schedule(opt: torch.optim.Optimizer, recipe: Recipe, *, total: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Cosine decay to 0 over `total` steps, after a linear warm-up from 0 over recipe.warmup * total steps
     (one-cycle: a cold start at the peak lr made ResNet-9 diverge)."""
-    warm = int(recipe.warmup * total)
+    warm = max(1, int(recipe.warmup * total)) if recipe.warmup > 0 else 0  # short runs still warm up
     if warm == 0:
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
+        if step < warm:  # 1/(w+1), ..., w/(w+1), then the peak at step w
+            return (step + 1) / (warm + 1)
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
