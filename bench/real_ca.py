@@ -65,7 +65,8 @@ def main() -> None:
         acc = classification_accuracy(train, test, classifier=name, epochs=args.epochs, seed=0, device=args.device)
         r = CLASSIFIERS[name]
         rows.append({"classifier": name, "n_train": len(train), "n_test": len(test),
-                     "epochs": args.epochs or r.epochs, "batch_size": r.batch_size, "warmup": r.warmup, "label_smoothing": r.label_smoothing,
+                     "epochs": args.epochs or r.epochs, "batch_size": r.batch_size, "warmup": r.warmup,
+                     "label_smoothing": r.label_smoothing,
                      "augment": f"crop {r.crop_padding}, flip {r.flip}", "ca": round(acc, 4),
                      "seconds": round(time.perf_counter() - start, 1)})
     load = os.getloadavg()[0]
@@ -76,8 +77,8 @@ def main() -> None:
           f"(threads={torch.get_num_threads()}, load average {load:.1f}) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['classifier']} | {r['n_train']} | {r['n_test']} | {r['epochs']} | {r['batch_size']} | {r['warmup']} | "
-              f"{r['label_smoothing']} | {r['augment']} | {r['ca']:.4f} | {r['seconds']:.0f} |")
+        print(f"| {r['classifier']} | {r['n_train']} | {r['n_test']} | {r['epochs']} | {r['batch_size']} | "
+              f"{r['warmup']} | {r['label_smoothing']} | {r['augment']} | {r['ca']:.4f} | {r['seconds']:.0f} |")
 
 
 if __name__ == "__main__":
