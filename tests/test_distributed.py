@@ -1,4 +1,5 @@
-"""DP fine-tuning under torchrun (gloo, 2 CPU processes) equals one process, and survives a crashed rank.
+"""torchrun (gloo, 2 CPU processes): DP fine-tuning equals one process (also with empty shards) and survives a
+crashed rank; pre-training's all-reduced gradient is the global batch's; sharded sampling equals one process.
 
 Each test launches `python -m torch.distributed.run --standalone --nproc_per_node 2` on a worker that is
 `privimage` itself (the CLI entry joins the process group), optionally with one step of one rank made
@@ -18,6 +19,8 @@ from safetensors.torch import load_file
 from privimage.cli import main
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import CONFIGS, UNet
+from privimage.privacy.poisson import poisson_batches
+from privimage.privacy.rng import NoiseSource
 from privimage.train.checkpoint import save_checkpoint
 
 WORKER = '''
@@ -53,9 +56,9 @@ def inputs(tmp_path_factory):
     return root
 
 
-def finetune_args(root, out, *extra):
+def finetune_args(root, out, *extra, batch=8):
     return ["finetune", "--ckpt", str(root / "pre"), "--sensitive", str(root / "sensitive.npz"), "--out", str(out),
-            "--epsilon", "40", "--delta", "1e-3", "--steps", str(STEPS), "--batch", "8", "--micro-batch", "3",
+            "--epsilon", "40", "--delta", "1e-3", "--steps", str(STEPS), "--batch", str(batch), "--micro-batch", "3",
             "--multiplicity", "2", "--seed", "3", "--device", "cpu", "--no-progress", *extra]
 
 
@@ -71,10 +74,15 @@ def torchrun(root, args, *, crash=None, nproc=2):
 
 @pytest.fixture(scope="module")
 def one_process(inputs, tmp_path_factory):
-    """The reference: the same fine-tuning in this process (no process group)."""
-    out = tmp_path_factory.mktemp("one") / "ft"
-    assert main(finetune_args(inputs, out)) == 0
-    return out
+    """The reference: the same fine-tuning in this process (no process group); one per expected batch size."""
+    runs = {}
+
+    def run(batch):
+        if batch not in runs:
+            runs[batch] = tmp_path_factory.mktemp("one") / "ft"
+            assert main(finetune_args(inputs, runs[batch], batch=batch)) == 0
+        return runs[batch]
+    return run
 
 
 def weights(out):
@@ -103,7 +111,7 @@ def test_two_processes_equal_one_process(inputs, one_process, tmp_path):
     out = tmp_path / "ft"
     done = torchrun(inputs, finetune_args(inputs, out, "--json"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_release(out, one_process)
+    assert_same_release(out, one_process(8))
     state = json.loads((out / "state.json").read_text())
     assert (state["world_size"], state["step"]) == (2, STEPS)
     assert json.loads(done.stdout.strip().splitlines()[-1])["world_size"] == 2  # rank 0 alone prints it
@@ -111,8 +119,12 @@ def test_two_processes_equal_one_process(inputs, one_process, tmp_path):
 
 
 def test_crashed_rank_fails_the_job_and_the_rerun_charges_each_step_once(inputs, one_process, tmp_path, capsys):
+    # expected batch 2 of 30: steps 3 and 4 draw one example each, so rank 1's shard is empty there
+    sizes = [len(idx) for _, idx in poisson_batches(30, sample_rate=2 / 30, steps=STEPS,
+                                                    noise=NoiseSource.from_test_seed(3))]
+    assert min(sizes) <= 1 < max(sizes)
     out = tmp_path / "ft"
-    crashed = torchrun(inputs, finetune_args(inputs, out), crash="1:2")
+    crashed = torchrun(inputs, finetune_args(inputs, out, batch=2), crash="1:2")
     assert crashed.returncode != 0
     assert "injected crash on rank 1 at step 2" in crashed.stderr
     charged = json.loads((out / "ledger.json").read_text())["entries"][0]["steps"]
@@ -120,13 +132,13 @@ def test_crashed_rank_fails_the_job_and_the_rerun_charges_each_step_once(inputs,
     assert (out / "noise.key").exists()  # kept for the replay
 
     capsys.readouterr()
-    assert main(finetune_args(inputs, out, "--resume")) == 1  # one process cannot resume a 2-process release
+    assert main(finetune_args(inputs, out, "--resume", batch=2)) == 1  # one process cannot resume 2 processes' run
     assert "ran with world_size 2 processes; resume it with the same number" in capsys.readouterr().err
     assert json.loads((out / "ledger.json").read_text())["entries"][0]["steps"] == charged  # nothing spent
 
-    resumed = torchrun(inputs, finetune_args(inputs, out, "--resume"))
+    resumed = torchrun(inputs, finetune_args(inputs, out, "--resume", batch=2))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_release(out, one_process)  # replayed steps were not charged again: ledger steps == STEPS
+    assert_same_release(out, one_process(2))  # replayed steps were not charged again: ledger steps == STEPS
 
 
 GRADIENT_CHECK = '''
