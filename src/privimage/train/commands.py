@@ -53,8 +53,9 @@ def _pretrain(args) -> int:
         net = new_model(args.config, len(images.classes))
     config = PretrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, hflip=args.hflip,
                             checkpoint_every=args.checkpoint_every)
-    print(f"privimage: pre-training a {count_parameters(net):,}-parameter U-Net ({args.config}) on "
-          f"{len(images)} images, {len(images.classes)} classes", file=sys.stderr)
+    if distributed.is_main():
+        print(f"privimage: pre-training a {count_parameters(net):,}-parameter U-Net ({args.config}) on "
+              f"{len(images)} images, {len(images.classes)} classes", file=sys.stderr)
     pretrain(net, images, config=config, out_dir=out, seed=args.seed, device=args.device, resume=args.resume)
     if distributed.is_main():
         write_json_atomic(out / "classes.json", images.classes)

@@ -98,7 +98,7 @@ def plan(config: FinetuneConfig, n: int) -> tuple[float, int]:
     return q, config.steps if config.steps is not None else math.ceil(config.epochs / q)
 
 
-def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, noise_multiplier: float,
+def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, noise_multiplier: float | None,
              ledger: Ledger | None, out_dir, seed: int | None = None, device="auto", resume: bool = False,
              progress: bool = True) -> EDMPrecond:
     """DP fine-tune `net` in place on `sensitive`; returns the (fresh) EMA model.
@@ -118,8 +118,8 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     device, out_dir = resolve_device(device), Path(out_dir)
     q, steps = plan(config, len(sensitive))
     main, world = distributed.is_main(), distributed.world_size()
-    if main and ledger is None:
-        raise ValueError("finetune needs the ledger (on rank 0 of a distributed run)")
+    if main and (ledger is None or noise_multiplier is None):
+        raise ValueError("finetune needs the ledger and noise_multiplier (on rank 0 of a distributed run)")
     net.to(device).train().requires_grad_(True)  # every weight is fine-tuned, also of a frozen EMA copy (pretrain's)
     distributed.broadcast_module(net)  # every process starts from rank 0's weights
     if config.channels_last:
