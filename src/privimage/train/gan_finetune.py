@@ -67,7 +67,7 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
     G, D = gan.G, gan.D
     gan.to(device).train().requires_grad_(True)
     ema = make_ema(G)  # fresh EMA of G, started from the pre-trained weights
-    opts = optimizers(gan, lr=config.lr, train=train)
+    opts = optimizers(gan, lr=config.lr, g_lr=train.finetune_g_lr, train=train)  # a slow G keeps its diversity
     name, run_config = config.mechanism_name, asdict(config) | {"gan": asdict(train)}
     ledger.open_dpsgd(name, sample_rate=q, noise_multiplier=noise_multiplier, planned_steps=steps)
     start, restored = 0, resume and (out_dir / JSON_FILE).is_file()

@@ -37,25 +37,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GANTrainConfig:
-    g_lr: float | None = None  # G's Adam learning rate; None = the stage's lr (pretrain.lr / finetune.lr), D's
+    pretrain_g_lr: float | None = None  # G's Adam learning rate in pre-training; None = pretrain.lr (D's)
+    finetune_g_lr: float | None = None  # G's Adam learning rate in DP fine-tuning; None = finetune.lr (D's)
     beta1: float = 0.0  # Adam beta1 of G and D (0 as in SNGAN / BigGAN: momentum destabilises GANs)
     beta2: float = 0.999  # Adam beta2 of G and D
     ac_weight: float = 1.0  # weight of D's auxiliary classification loss (AC-GAN) in D's real loss and G's loss
 
     def __post_init__(self):
-        if self.g_lr is not None and not self.g_lr > 0:
-            raise ValueError(f"g_lr must be > 0 or null, got {self.g_lr}")
+        for name in ("pretrain_g_lr", "finetune_g_lr"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 or null, got {getattr(self, name)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if not self.ac_weight >= 0:
             raise ValueError(f"ac_weight must be >= 0, got {self.ac_weight}")
 
 
-def optimizers(gan: GAN, *, lr: float, train: GANTrainConfig) -> dict[str, torch.optim.Optimizer]:
-    """{"d": Adam over D (lr), "g": Adam over G (train.g_lr or lr)}."""
+def optimizers(gan: GAN, *, lr: float, g_lr: float | None, train: GANTrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """{"d": Adam over D (lr), "g": Adam over G (g_lr, or lr when None)}."""
     betas = (train.beta1, train.beta2)
     return {"d": torch.optim.Adam(gan.D.parameters(), lr=lr, betas=betas),
-            "g": torch.optim.Adam(gan.G.parameters(), lr=train.g_lr or lr, betas=betas)}
+            "g": torch.optim.Adam(gan.G.parameters(), lr=g_lr or lr, betas=betas)}
 
 
 def fake_batch(gan: GAN, n: int, *, generator: torch.Generator, unconditional: bool = False):
@@ -76,7 +78,7 @@ def pretrain_gan(gan: GAN, images: ImageSet, *, config: PretrainConfig, train: G
     G, D = gan.G, gan.D
     gan.to(device).train()
     ema = make_ema(G)
-    opts = optimizers(gan, lr=config.lr, train=train)
+    opts = optimizers(gan, lr=config.lr, g_lr=train.pretrain_g_lr, train=train)
     generator, _ = noise_generator(seed, device=device)  # public randomness: batches, latents, flips
     run_config = asdict(config) | {"gan": asdict(train), "unconditional": unconditional}
     start = 0
