@@ -204,7 +204,7 @@ def main() -> None:
         net = model(args.config, device)
         loss_fn, batch = data(net, args.batch, args.multiplicity, device)
         stepper(args.memory_of, net, loss_fn, batch, args.micro_batch or args.batch)()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(_vm_hwm_mb())
         return
     net = model(args.config, device)
     loss_fn, batch = data(net, args.batch, args.multiplicity, device)
@@ -247,6 +247,14 @@ def main() -> None:
               f"| {err} |")
     print(f"secure noise per step ({result['params']:,} values): {secure_ms:.1f} ms "
           f"(torch.randn, not secure: {randn_ms:.1f} ms)")
+
+
+def _vm_hwm_mb() -> float:
+    """Peak RSS of this process in MB. Not ru_maxrss: Linux carries the parent's over fork + exec."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _load() -> tuple[float, ...]:
