@@ -14,6 +14,9 @@ train` (docs/semantic.md), e.g.
 
     privimage semantic train --public ../shared/data/tinyimagenet32-jpg.tar.xz --out runs/clf_cpu
     nice -n 5 .venv/bin/python bench/selection.py --classifier runs/clf_cpu --draws 10 [--json]
+
+With --demo the same table for the embedded demo (sklearn digits vs font glyphs, demo.yaml's data; a
+digit's relevant glyph is itself), with the classifier of a demo run (RUN/classifier).
 """
 
 import argparse
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from privimage.data import load_images
+from privimage.data import demo, load_images
 from privimage.privacy.accountant import calibrate_query_sigma
 from privimage.privacy.rng import NoiseSource
 from privimage.semantic.classifier import load_classifier, predict_topk
@@ -64,7 +67,8 @@ def random_precision(public_classes: list[str], relevant: dict[str, set[str]], s
     return float(np.mean([len(relevant.get(s, set()) & set(public_classes)) / len(public_classes) for s in sensitive]))
 
 
-def measure(histogram: np.ndarray, *, args, public, sensitive_classes: list[str], mode: str) -> list[dict]:
+def measure(histogram: np.ndarray, *, args, public, sensitive_classes: list[str], relevant: dict[str, set[str]],
+            mode: str) -> list[dict]:
     """One row per query epsilon (and noise-free): precision over `args.draws` noise draws."""
     fraction = args.fraction if mode == "fraction" else None
     common = dict(k=args.k, public_classes=public.classes, sensitive_classes=sensitive_classes,
@@ -72,14 +76,14 @@ def measure(histogram: np.ndarray, *, args, public, sensitive_classes: list[str]
     rows = []
     for epsilon in (*EPSILONS, None):
         if epsilon is None:
-            values, sigma_q = [precision(select(histogram, **common), RELEVANT)], 0.0
+            values, sigma_q = [precision(select(histogram, **common), relevant)], 0.0
         else:
             sigma_q = calibrate_query_sigma(epsilon=epsilon, delta=DELTA)
             values = []
             for draw in range(args.draws):
                 noise = NoiseSource.fresh() if args.seed is None else NoiseSource.from_test_seed(args.seed + draw)
                 noisy = add_query_noise(histogram, k=args.k, sigma_q=sigma_q, noise=noise)
-                values.append(precision(select(noisy, sigma_q=sigma_q, **common), RELEVANT))
+                values.append(precision(select(noisy, sigma_q=sigma_q, **common), relevant))
         rows.append({"mode": mode if fraction is None else f"fraction {fraction:g}", "query_epsilon": epsilon,
                      "sigma_q": round(sigma_q, 3), "draws": len(values), "precision_mean": float(np.mean(values)),
                      "precision_std": float(np.std(values)), "precision_min": float(np.min(values))})
@@ -96,12 +100,19 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.05, help="fraction mode's share of the public set")
     parser.add_argument("--draws", type=int, default=10, help="noise draws per query epsilon")
     parser.add_argument("--seed", type=int, default=None, help="test seed of the noise (default: os.urandom)")
+    parser.add_argument("--demo", action="store_true", help="demo data (digits vs glyphs, 200 per class)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
 
     model, meta = load_classifier(args.classifier, device="cpu")
-    public = load_images(args.public, split="train", progress=False)
-    sensitive = load_images(args.sensitive, split="train", progress=False)
+    if args.demo:  # demo.yaml's data: 16 px, 200 glyphs per class; each digit's relevant glyph is itself
+        sensitive, _ = demo.load_digits_split(resolution=16)
+        public = demo.render_glyphs(per_class=200, resolution=16, progress=False)
+        relevant = {d: {d} for d in demo.DIGIT_CLASSES}
+    else:
+        relevant = RELEVANT
+        public = load_images(args.public, split="train", progress=False)
+        sensitive = load_images(args.sensitive, split="train", progress=False)
     if public.classes != meta.classes:
         raise SystemExit(f"{args.classifier} was not trained on {args.public}'s classes")
     t0 = time.perf_counter()
@@ -109,10 +120,11 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     histogram = vote_histogram(topk, sensitive.y, num_rows=len(sensitive.classes), num_public=len(public.classes))
     rows = [row for mode in ("top-k", "fraction")
-            for row in measure(histogram, args=args, public=public, sensitive_classes=sensitive.classes, mode=mode)]
+            for row in measure(histogram, args=args, public=public, sensitive_classes=sensitive.classes,
+                               relevant=relevant, mode=mode)]
     result = {"classifier_val_accuracy": meta.val_accuracy, "classifier": meta.training, "k": args.k,
               "delta": DELTA, "n_sensitive": len(sensitive), "classify_seconds": round(seconds, 1),
-              "random_precision": random_precision(public.classes, RELEVANT, sensitive.classes), "rows": rows}
+              "random_precision": random_precision(public.classes, relevant, sensitive.classes), "rows": rows}
     if args.json:
         print(json.dumps(result, indent=1))
         return

@@ -118,3 +118,12 @@ def test_fraction_mode_leaves_every_row_a_class():
     with pytest.raises(UserError, match="could take every public class before the last one gets any"):
         check_selectable(k=1, num_sensitive=3, public_counts=counts, fraction=0.9)
     check_selectable(k=1, num_sensitive=3, public_counts=np.full(10, 10), fraction=0.3)
+
+
+def test_report_shows_the_split():
+    from privimage.evaluate.report_sections import selection_section
+
+    html = selection_section({"k": 5, "sigma_q": 16.3, "query_epsilon": 0.2, "epsilon_budget": 10.0,
+                              "n_images": 25000, "n_public": 100000, "classes": []})
+    assert "query epsilon 0.2 of the release&#x27;s 10 (DP-SGD calibrated to the rest)" in html \
+        or "query epsilon 0.2 of the release's 10 (DP-SGD calibrated to the rest)" in html

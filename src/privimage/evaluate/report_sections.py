@@ -105,6 +105,9 @@ def selection_section(selection: dict | None) -> str:
         return NOT_AVAILABLE
     info = f"k = {fmt(selection.get('k'))}, sigma_q = {fmt(selection.get('sigma_q'))}, " \
            f"{fmt(selection.get('n_images'))} of {fmt(selection.get('n_public'))} public images"
+    if selection.get("query_epsilon") is not None:  # the budget split: the query's own epsilon, DP-SGD the rest
+        info += f"; query epsilon {fmt(selection['query_epsilon'])} of the release's " \
+                f"{fmt(selection.get('epsilon_budget'))} (DP-SGD calibrated to the rest)"
     rows = [
         [c.get("sensitive_class"),
          ", ".join(f"{n} ({v:.4g})" for n, v in zip(c.get("public_names", []), c.get("noisy_counts", [])))]
