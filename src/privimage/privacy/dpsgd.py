@@ -127,13 +127,15 @@ class DPSGD:
                 raise RuntimeError(f"step {t - 1} was not taken (call engine.step() once per batch)")
             yield t, idx
 
-    def generator(self, *, stream: str, device="cpu") -> torch.Generator:
-        """A generator for NON-secret randomness of the current micro-batch (e.g. diffusion-loss draws).
+    def generator(self, *, stream: str, index: int | None = None, device="cpu") -> torch.Generator:
+        """A generator for NON-secret randomness of a micro-batch (e.g. diffusion-loss draws).
 
         A pure function of (key, step, micro-batch index, stream), so a replayed step redraws identically.
+        index: the micro-batch's place in the logical batch (default: the next one this process accumulates);
+        pass it when micro-batches are dealt to several processes, so draws do not depend on the world size.
         """
         return self.noise.torch_generator(stream=f"{self.mechanism_name}/{stream}", counter=self.steps + 1,
-                                          index=self._micro, device=device)
+                                          index=self._micro if index is None else index, device=device)
 
     # ----------------------------------------------------------------------------------------- phases (a)
     def zero_grad(self) -> None:
@@ -143,19 +145,21 @@ class DPSGD:
         self._micro = 0
         self._open = True
 
-    def accumulate(self, loss_fn, *batch: torch.Tensor) -> torch.Tensor:
+    def accumulate(self, loss_fn, *batch: torch.Tensor, index: int | None = None) -> torch.Tensor:
         """Phase (a) for one physical micro-batch: add its clipped per-example gradients; returns losses (B,).
 
         loss_fn(module, *batch) -> (B,) per-example losses. The losses are NOT noised: use them for control
-        flow only, never log or save them. Dropout draws from a generator derived from (key, step, micro).
+        flow only, never log or save them. Dropout draws from a generator derived from (key, step, micro),
+        micro = `index` when given (see generator()), else this process's count of micro-batches.
         """
         self._open = True
+        micro = self._micro if index is None else index
         if len(batch[0]) == 0:
             self._micro += 1
             return torch.zeros(0, device=batch[0].device)
         device = next(iter(self.params.values())).device
         seed = self.noise.torch_generator(stream=f"{self.mechanism_name}/dropout", counter=self.steps + 1,
-                                          index=self._micro).initial_seed()
+                                          index=micro).initial_seed()
         self._micro += 1
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)

@@ -178,13 +178,19 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
                disable=not (progress and main))
     for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
-        idx = idx.to(device)
-        x = to_model_space(x_all[idx])  # (b, C, H, W), the whole logical batch; b is never reported
-        y = y_all[idx]
-        draws = loss_fn.draw(x, y, generator=engine.generator(stream="loss", device=device))  # sigma, noise, drop
-        mine = torch.arange(distributed.rank(), len(idx), world, device=device)  # this process's shard of the batch
-        for micro in mine.split(config.micro_batch) or (mine,):  # >= 1 chunk: an empty shard still takes its step
-            engine.accumulate(loss_fn, x[micro], y[micro], *(d[micro] for d in draws))
+        # The logical batch in micro-batches of config.micro_batch, dealt round-robin to the processes; the
+        # loss draws of micro-batch c come from (key, step, c): per micro-batch (memory stays bounded by
+        # micro_batch) and the same whatever the number of processes.
+        chunks = list(enumerate(idx.to(device).split(config.micro_batch)))
+        mine = [(c, chunk) for c, chunk in chunks if c % world == distributed.rank()]
+        for c, chunk in mine or [(None, idx[:0].to(device))]:  # an empty share still takes its step
+            x = to_model_space(x_all[chunk])  # (b, C, H, W); b is never reported
+            y = y_all[chunk]
+            if c is None:
+                engine.accumulate(loss_fn, x, y)
+                continue
+            draws = loss_fn.draw(x, y, generator=engine.generator(stream="loss", index=c, device=device))
+            engine.accumulate(loss_fn, x, y, *draws, index=c)  # draws: sigma, noise, label drop
         stats = engine.step()  # every process: all-reduce of the clipped sums, the same noise, the same update
         update_ema(ema, net, decay=config.ema_decay, step=step)
         bar.update(1)
