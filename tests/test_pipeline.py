@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from privimage import pipeline
+from privimage import generators, pipeline
 from privimage.cli import main
 from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.ledger import Ledger
@@ -86,15 +86,15 @@ def test_killed_after_pretraining_resumes_without_redoing_it(tmp_path, monkeypat
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "finetune", killed)
+        m.setattr(generators, "finetune", killed)  # the diffusion family's fine-tuning step
         with pytest.raises(KeyboardInterrupt):
             pipeline.run(config, out, device="cpu", progress=False)
     pretrained = (out / "privimage" / "pretrain" / "model.safetensors").stat().st_mtime_ns
     selection = (out / "selection.json").read_text()
 
     pretrain_calls = []
-    original = pipeline.pretrain
-    monkeypatch.setattr(pipeline, "pretrain", lambda *a, **k: pretrain_calls.append(1) or original(*a, **k))
+    original = generators.pretrain
+    monkeypatch.setattr(generators, "pretrain", lambda *a, **k: pretrain_calls.append(1) or original(*a, **k))
     metrics = pipeline.run(config, out, device="cpu", progress=False)
 
     assert (out / "privimage" / "pretrain" / "model.safetensors").stat().st_mtime_ns == pretrained  # not redone
