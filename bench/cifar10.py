@@ -37,6 +37,7 @@ from privimage.errors import UserError
 from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.mechanism import Mechanism
 from privimage.run_config import load_run_config
+from privimage.timings import with_timings
 
 METHODS = ("privimage", "none", "all", "random")  # table order
 RUNGS = {"cpu": "cifar10_cpu.yaml", "gpu": "cifar10_gpu.yaml", "paper": "cifar10_baselines.yaml"}
@@ -75,7 +76,7 @@ def run_method(config: str, method: str, overrides: list[str], out: Path, device
 
 def method_row(out: Path, method: str) -> dict:
     """One table row from OUT/METHOD/metrics.json (its release's epsilon, CA, FID with counts, minutes)."""
-    top = json.loads((out / method / "metrics.json").read_text())
+    top = with_timings(json.loads((out / method / "metrics.json").read_text()), out / method)
     m = top["methods"][method]
     steps = m.get("step_seconds", {})
     minutes = {"setup": round(top.get("setup_seconds", 0.0) / 60, 2)}

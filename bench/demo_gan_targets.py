@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from privimage.timings import with_timings
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,7 +35,7 @@ def main() -> int:
            "--no-progress"]
     subprocess.run(cmd, check=True)
     wall, load_after = time.time() - t0, os.getloadavg()
-    metrics = json.loads((Path(args.out) / "metrics.json").read_text())
+    metrics = with_timings(json.loads((Path(args.out) / "metrics.json").read_text()), args.out)
     ca = {name: m["ca"] for name, m in metrics["methods"].items()}
     eps = max(m["epsilon"] for m in metrics["methods"].values())
     rows = [

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from privimage.timings import with_timings
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,7 +29,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "privimage.cli", "demo", "--out", args.out, "--epsilon", str(args.epsilon)]
     subprocess.run(cmd, check=True)
     wall = time.time() - t0
-    metrics = json.loads((Path(args.out) / "metrics.json").read_text())
+    metrics = with_timings(json.loads((Path(args.out) / "metrics.json").read_text()), args.out)
     ca = {name: m["ca"] for name, m in metrics["methods"].items()}
     eps_max = max(m["epsilon"] for m in metrics["methods"].values())  # each method's own ledger
 

@@ -64,7 +64,7 @@ def test_killed_then_resumed_run_equals_uninterrupted_and_charges_once(tmp_path,
     # the log holds only noised or public quantities: no loss of the sensitive data
     lines = [json.loads(line) for line in (tmp_path / "a" / "ft" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4]
-    assert all(set(r) == {"step", "epsilon", "noisy_grad_norm", "images_per_s"} for r in lines)
+    assert all(set(r) == {"step", "epsilon", "noisy_grad_norm"} for r in lines)  # no speed: timings.py
     assert lines[0]["epsilon"] < lines[1]["epsilon"]
 
     calls = {"n": 0}

@@ -28,6 +28,7 @@ from privimage.errors import UserError
 from privimage.files import read_json, write_json_atomic
 from privimage.run_config import METHODS, RunConfig
 from privimage.semantic.query import MECHANISM_NAME as QUERY
+from privimage.timings import with_timings
 
 LOCK_FILE = ".privimage.lock"  # hidden, empty, never rewritten: a finished rerun changes no byte
 CONFIG_FILE = "config.json"
@@ -153,4 +154,4 @@ def finished_metrics(out: Path, config: RunConfig) -> dict | None:
     """metrics.json of a run that already finished every method of `config` (a rerun is a no-op), else None."""
     if set(_finished_methods(out)) != set(config.methods):
         return None
-    return read_json(out / "metrics.json")
+    return with_timings(read_json(out / "metrics.json"), out)  # the operator's table shows the minutes

@@ -94,10 +94,10 @@ def comparison_section(metrics: dict | None) -> str:
     fid_label = "FID, NON-PRIVATE (lower is better)" if nonprivate else "FID (lower is better)"
     charts = [bars_svg({k: m.get("ca") for k, m in ms.items()}, label="CA on real held-out images (higher is better)"),
               bars_svg({k: m.get("fid") for k, m in ms.items()}, label=fid_label)]
-    rows = [[k, m.get("epsilon"), m.get("ca"), m.get("fid"), m.get("seconds")] for k, m in ms.items()]
+    rows = [[k, m.get("epsilon"), m.get("ca"), m.get("fid")] for k, m in ms.items()]  # no times (timings.py)
     note = NONPRIVATE_FID_NOTE if nonprivate else ""
     return (f'<div class="charts">{"".join(charts)}</div>{note}'
-            + table(["method", "epsilon", "CA", "FID", "seconds"], rows))
+            + table(["method", "epsilon", "CA", "FID"], rows))
 
 
 def selection_section(selection: dict | None) -> str:

@@ -174,7 +174,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     if main and ckpt is None:
         save(0)  # the weights before step 1: a run killed before its first checkpoint can still resume
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
-    runlog = RunLog(out_dir, start_step=start) if main else None
+    runlog = RunLog(out_dir, start_step=start, timed=False) if main else None  # no speed: it follows the batch sizes
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
                disable=not (progress and main))
     for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
@@ -200,7 +200,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
         if step % config.log_every == 0 or step == steps:
             record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
                                   noisy_grad_norm=round(float(stats["noisy_grad_norm"]), 6))
-            bar.set_postfix(eps=record["epsilon"], img_s=record["images_per_s"])
+            bar.set_postfix(eps=record["epsilon"])
         if step % config.checkpoint_every == 0 or step == steps:
             save(step)
     bar.close()

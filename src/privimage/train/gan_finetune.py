@@ -107,7 +107,7 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
     n_fake = config.batch_size  # E[B] fakes per step: the fake term has the real term's scale
     real_loss = functools.partial(d_real_loss, ac_weight=train.ac_weight)  # per example: hinge + auxiliary CE
-    runlog = RunLog(out_dir, start_step=start)
+    runlog = RunLog(out_dir, start_step=start, timed=False)  # no speed: it follows the realised batch sizes
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune GAN (sigma={noise_multiplier:.3g}, q={q:.3g})",
                disable=not progress)
     for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
@@ -125,7 +125,7 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
         if step % config.log_every == 0 or step == steps:
             record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
                                   noisy_grad_norm=round(float(stats["noisy_grad_norm"]), 6))
-            bar.set_postfix(eps=record["epsilon"], img_s=record["images_per_s"])
+            bar.set_postfix(eps=record["epsilon"])
         if step % config.checkpoint_every == 0 or step == steps:
             save(step)
     noise_key.delete(key_file)  # the last checkpoint is written: the release is final

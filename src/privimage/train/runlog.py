@@ -15,9 +15,13 @@ from privimage.log import tensorboard_writer
 
 
 class RunLog:
-    """Appends {"step", ..., "images_per_s"} lines to DIR/log.jsonl; on resume drops lines past `step`."""
+    """Appends {"step", ..., "images_per_s"} lines to DIR/log.jsonl; on resume drops lines past `step`.
 
-    def __init__(self, out_dir, *, start_step: int = 0):
+    timed=False leaves images_per_s out: DP fine-tuning's speed follows its realised Poisson batch sizes,
+    an un-noised statistic of the sensitive data (see privimage/timings.py).
+    """
+
+    def __init__(self, out_dir, *, start_step: int = 0, timed: bool = True):
         self.path = Path(out_dir) / "log.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -25,7 +29,7 @@ class RunLog:
             kept = [line for line, record in read_log(self.path) if record["step"] <= start_step]
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept))
-        self.images, self.t0 = 0, time.perf_counter()
+        self.images, self.t0, self.timed = 0, time.perf_counter(), timed
         self.tensorboard = tensorboard_writer(self.path.parent, purge_step=start_step + 1 if start_step else None)
 
     def count(self, images: int) -> float:
@@ -34,7 +38,9 @@ class RunLog:
         return self.images / max(time.perf_counter() - self.t0, 1e-9)
 
     def write(self, step: int, **values) -> dict:
-        record = {"step": step, **values, "images_per_s": round(self.count(0), 2)}
+        record = {"step": step, **values}
+        if self.timed:
+            record["images_per_s"] = round(self.count(0), 2)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:  # the same values (only public or noised ones are ever logged)
