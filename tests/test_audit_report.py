@@ -5,7 +5,7 @@ import json
 from privimage.evaluate.report import render_report
 
 RESULT = {"epsilon_claimed": 10.0, "epsilon_lower_bound": 3.2, "confidence": 0.95, "canaries": 1000,
-          "setting": "gradient", "guesses": 200, "correct": 192, "minutes": 4.5}
+          "setting": "gradient", "guesses": 200, "correct": 192}
 
 
 def test_report_shows_the_audit_only_when_it_was_run(tmp_path):

@@ -59,7 +59,7 @@ def cmd_audit(args) -> int:
     else:
         print(f"audit ({result.setting}, {result.canaries} canaries): epsilon >= {result.epsilon_lower_bound:.3f} "
               f"at {result.confidence:.0%} confidence; claimed epsilon = {result.epsilon_claimed:.3f} at delta = "
-              f"{result.delta:g}  ({result.correct} of {result.guesses} guesses right; {result.minutes:.1f} min)")
+              f"{result.delta:g}  ({result.correct} of {result.guesses} guesses right)")
         if result.epsilon_lower_bound > result.epsilon_claimed:
             print("privimage: warning: the lower bound EXCEEDS the claimed epsilon: the DP-SGD release does not "
                   "meet its guarantee (or this was the 1-in-20 unlucky run: rerun to check)")

@@ -229,10 +229,9 @@ def provenance_section(prov: dict | None) -> str:
 
 def audit_section(audit: dict) -> str:
     """`privimage audit`'s result (audit.json): the empirical lower bound next to the claimed epsilon."""
-    keys = ("setting", "canaries", "epsilon_claimed", "epsilon_lower_bound", "confidence", "guesses", "correct",
-            "minutes")
-    out = table(["setting", "canaries", "claimed epsilon", "lower bound", "confidence", "guesses", "right",
-                 "minutes"], [[audit.get(k) for k in keys]])
+    keys = ("setting", "canaries", "epsilon_claimed", "epsilon_lower_bound", "confidence", "guesses", "correct")
+    out = table(["setting", "canaries", "claimed epsilon", "lower bound", "confidence", "guesses", "right"],
+                [[audit.get(k) for k in keys]])
     bound, claimed = audit.get("epsilon_lower_bound"), audit.get("epsilon_claimed")
     if isinstance(bound, (int, float)) and isinstance(claimed, (int, float)) and bound > claimed:
         out += '<p class="warn">The lower bound EXCEEDS the claimed epsilon: the release breaks its guarantee.</p>'
