@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from privimage.models import gan as gan_model
 from privimage.models.edm import EDMPrecond
 from privimage.models.unet import UNet
 from privimage.sample import generate
-from privimage.train.checkpoint import MODEL_FILE, _metadata, load_model
+from privimage.train.checkpoint import load_model, model_description
 from privimage.train.finetune import finetune
 from privimage.train.gan_checkpoint import load_gan
 from privimage.train.gan_finetune import finetune_gan
@@ -118,14 +117,7 @@ def family(name: str) -> Family:
 
 def checkpoint_family(path) -> str:
     """The family recorded in checkpoint directory `path` ("diffusion" for checkpoints older than families)."""
-    path = Path(path)
-    if not (path / MODEL_FILE).is_file():
-        raise UserError(f"{path}: no {MODEL_FILE} (not a checkpoint directory)")
-    try:
-        meta = json.loads(_metadata(path / MODEL_FILE)["model"])
-    except (KeyError, ValueError) as err:
-        raise UserError(f"{path / MODEL_FILE}: no model description in its metadata ({err!r})") from None
-    return meta.get("family", "diffusion")
+    return model_description(path).get("family", "diffusion")
 
 
 def load_generator(path) -> nn.Module:

@@ -123,15 +123,21 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(path, state["step"], state, _tensors(path / MODEL_FILE), tensors)
 
 
-def load_model(path, *, ema: bool = True) -> EDMPrecond:
-    """The model stored in checkpoint directory `path` (no optimizer state needed)."""
+def model_description(path) -> dict:
+    """The model description (family, architecture) stored in checkpoint directory `path`'s weights file."""
     path = Path(path)
     if not (path / MODEL_FILE).is_file():
         raise UserError(f"{path}: no {MODEL_FILE} (not a checkpoint directory)")
     try:
-        meta = json.loads(_metadata(path / MODEL_FILE)["model"])
+        return json.loads(_metadata(path / MODEL_FILE)["model"])
     except (KeyError, ValueError) as err:
         raise UserError(f"{path / MODEL_FILE}: no model description in its metadata ({err!r})") from None
+
+
+def load_model(path, *, ema: bool = True) -> EDMPrecond:
+    """The model stored in checkpoint directory `path` (no optimizer state needed)."""
+    path = Path(path)
+    meta = model_description(path)
     weights = _tensors(path / MODEL_FILE)
     return Checkpoint(path, 0, {"model": meta}, weights, {}).model(ema=ema)
 
