@@ -47,20 +47,25 @@ from privimage.privacy.rng import NoiseSource  # noqa: E402
 ENGINES = ("nonprivate", "exact", "fast", "opacus")
 
 
-def model(config: str, device) -> EDMPrecond:
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype; weights, norms, sums and noise stay fp32
+
+
+def model(config: str, device, channels_last: bool = False) -> EDMPrecond:
     torch.manual_seed(0)
     net = EDMPrecond(UNet(CONFIGS[config])).to(device)
     with torch.no_grad():
         for p in net.parameters():
             if not p.any():
                 p.normal_(0, 0.02)
-    return net
+    return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
-def data(net: EDMPrecond, b: int, k: int, device):
+def data(net: EDMPrecond, b: int, k: int, device, channels_last: bool = False):
     g = torch.Generator(device=device).manual_seed(0)
     c = net.config
     x = torch.rand((b, c.in_channels, c.img_resolution, c.img_resolution), generator=g, device=device) * 2 - 1
+    if channels_last:  # the images as a channels_last loader would hand them over (the hook-rule trap)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(c.num_classes, (b,), generator=g, device=device)
     loss_fn = EDMLoss(multiplicity=k)
     return loss_fn, (x, y, *loss_fn.draw(x, y, generator=g))
@@ -109,19 +114,24 @@ def clipping_for(engine: str, net: nn.Module):
     return OpacusClipping(net) if engine == "opacus" else make_clipping(engine)
 
 
-def stepper(engine: str, net: nn.Module, loss_fn, batch, micro: int):
-    """A function doing one optimisation step of `engine` on the whole batch (micro-batched)."""
+def stepper(engine: str, net: nn.Module, loss_fn, batch, micro: int, dtype: torch.dtype | None = None):
+    """A function doing one optimisation step of `engine` on the whole batch (micro-batched).
+
+    dtype: autocast dtype (bf16) of the forward and backward passes, None for fp32; the non-private step
+    gets the same autocast, so the ratio compares like with like."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-6)
     chunks = torch.arange(len(batch[0]), device=batch[0].device).split(micro)
     if engine == "nonprivate":
         def step():
             opt.zero_grad(set_to_none=True)
             for idx in chunks:
-                (loss_fn(net, *(t[idx] for t in batch)).sum() / len(batch[0])).backward()
+                with torch.autocast(batch[0].device.type, dtype=dtype, enabled=dtype is not None):
+                    loss = loss_fn(net, *(t[idx] for t in batch)).sum() / len(batch[0])
+                loss.backward()
             opt.step()
         return step
     dp = DPSGD(net, opt, noise_multiplier=1.0, max_grad_norm=1e-3, expected_batch_size=len(batch[0]),
-               sample_rate=0.5, noise=NoiseSource.fresh())
+               sample_rate=0.5, noise=NoiseSource.fresh(), autocast_dtype=dtype)
     dp.clipping = clipping_for(engine, net)
 
     def step():
@@ -136,7 +146,9 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def max_rel_error(engine: str, net: nn.Module, loss_fn, batch, n: int) -> float | None:
+def max_rel_error(engine: str, net: nn.Module, loss_fn, batch, n: int, dtype: torch.dtype | None = None
+                  ) -> float | None:
+    """Against the fp32 loop; under bf16 the engine's clipped sum is computed with autocast (its tolerance)."""
     if engine == "nonprivate":
         return None
     dropouts = [m for m in net.modules() if isinstance(m, nn.Dropout)]
@@ -147,7 +159,8 @@ def max_rel_error(engine: str, net: nn.Module, loss_fn, batch, n: int) -> float 
                            .values())) for i in range(n)]
     c = sorted(norms)[n // 2]
     ref = clipped_sum_by_loop(net, loss_fn, sub, max_grad_norm=c)
-    sums, _ = clipping_for(engine, net)(net, loss_fn, sub, max_grad_norm=c)
+    with torch.autocast(sub[0].device.type, dtype=dtype, enabled=dtype is not None):
+        sums, _ = clipping_for(engine, net)(net, loss_fn, sub, max_grad_norm=c)
     net.zero_grad(set_to_none=True)
     for m in dropouts:
         m.train()
@@ -158,16 +171,17 @@ def max_rel_error(engine: str, net: nn.Module, loss_fn, batch, n: int) -> float 
 def peak_mb_of(engine: str, args, device) -> float:
     """Peak memory of one step: CUDA in process; CPU in a fresh process (max RSS)."""
     if device.type == "cuda":
-        net = model(args.config, device)
-        loss_fn, batch = data(net, args.batch, args.multiplicity, device)
-        step = stepper(engine, net, loss_fn, batch, args.micro_batch or args.batch)
+        net = model(args.config, device, args.channels_last)
+        loss_fn, batch = data(net, args.batch, args.multiplicity, device, args.channels_last)
+        step = stepper(engine, net, loss_fn, batch, args.micro_batch or args.batch, PRECISIONS[args.precision])
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         step()
         sync(device)
         return torch.cuda.max_memory_allocated() / 2**20
     cmd = [sys.executable, __file__, "--config", args.config, "--batch", str(args.batch), "--multiplicity",
-           str(args.multiplicity), "--micro-batch", str(args.micro_batch or args.batch), "--memory-of", engine]
+           str(args.multiplicity), "--micro-batch", str(args.micro_batch or args.batch), "--memory-of", engine,
+           "--precision", args.precision, *(["--channels-last"] if args.channels_last else [])]
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
@@ -195,21 +209,24 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     p.add_argument("--micro-batch", type=int, default=0, help="physical micro-batch (0: the whole batch)")
+    p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS),
+                   help="bf16: autocast forward/backward (fp32 weights, norms, sums and noise), every engine alike")
+    p.add_argument("--channels-last", action="store_true", help="channels_last model and inputs, every engine alike")
     p.add_argument("--error-examples", type=int, default=4, help="examples checked against the loop")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--memory-of", choices=ENGINES, help=argparse.SUPPRESS)  # internal: one step, print max RSS
     args = p.parse_args()
-    device = torch.device(args.device)
+    device, dtype = torch.device(args.device), PRECISIONS[args.precision]
     if args.memory_of:
-        net = model(args.config, device)
-        loss_fn, batch = data(net, args.batch, args.multiplicity, device)
-        stepper(args.memory_of, net, loss_fn, batch, args.micro_batch or args.batch)()
+        net = model(args.config, device, args.channels_last)
+        loss_fn, batch = data(net, args.batch, args.multiplicity, device, args.channels_last)
+        stepper(args.memory_of, net, loss_fn, batch, args.micro_batch or args.batch, dtype)()
         print(_vm_hwm_mb())
         return
-    net = model(args.config, device)
-    loss_fn, batch = data(net, args.batch, args.multiplicity, device)
-    errors = {e: max_rel_error(e, net, loss_fn, batch, args.error_examples) for e in args.engines}
-    steps = {e: stepper(e, net, loss_fn, batch, args.micro_batch or args.batch) for e in args.engines}
+    net = model(args.config, device, args.channels_last)
+    loss_fn, batch = data(net, args.batch, args.multiplicity, device, args.channels_last)
+    errors = {e: max_rel_error(e, net, loss_fn, batch, args.error_examples, dtype) for e in args.engines}
+    steps = {e: stepper(e, net, loss_fn, batch, args.micro_batch or args.batch, dtype) for e in args.engines}
     times = {e: [] for e in args.engines}
     for e in args.engines:
         steps[e]()  # warm-up
@@ -230,14 +247,15 @@ def main() -> None:
     secure_ms, randn_ms = noise_cost(count_parameters(net), device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     result = {"rows": rows, "device": f"{device.type} {name}", "config": args.config, "batch": args.batch,
-              "multiplicity": args.multiplicity, "params": count_parameters(net), "threads": torch.get_num_threads(),
+              "multiplicity": args.multiplicity, "precision": args.precision, "channels_last": args.channels_last,
+              "torch": torch.__version__, "params": count_parameters(net), "threads": torch.get_num_threads(),
               "secure_noise_ms_per_step": round(secure_ms, 1), "torch_randn_ms_per_step": round(randn_ms, 1)}
     if args.json:
         print(json.dumps(result))
         return
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {result['device']}  threads={result['threads']}  "
           f"torch={torch.__version__}  {args.config} ({result['params'] / 1e6:.2f}M params)  B={args.batch} "
-          f"K={args.multiplicity}  steps={args.steps}  load average {' '.join(f'{x:.1f}' for x in _load())}")
+          f"K={args.multiplicity}  {args.precision}{'  channels_last' if args.channels_last else ''}  steps={args.steps}  load average {' '.join(f'{x:.1f}' for x in _load())}")
     print("| engine | ms/step | examples/s | peak MB | ratio to non-private | max rel. error vs loop |")
     print("|---|---|---|---|---|---|")
     for r in rows:
