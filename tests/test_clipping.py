@@ -47,14 +47,14 @@ def test_linear_on_sequences_and_frozen_bias():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 5), nn.SiLU(), nn.Linear(5, 4))
     net[2].bias.requires_grad_(False)
-    sums = check(net, seq_loss, (torch.randn(7, 3, 6),))  # 3 rows per example: ghost norm for 6x5
+    sums = check(net, seq_loss, (torch.randn(7, 3, 6),))  # 3 rows per example
     assert "2.bias" not in sums
 
 
 def test_wide_linear_instantiates_and_narrow_uses_ghost_norm():
     torch.manual_seed(1)
-    check(nn.Linear(3, 2), seq_loss, (torch.randn(5, 40, 3),))  # 2 T^2 > 6: instantiated
-    check(nn.Linear(64, 64), seq_loss, (torch.randn(5, 2, 64),))  # ghost
+    check(nn.Linear(3, 2), seq_loss, (torch.randn(5, 40, 3),))  # T (3 + 2) > 6: instantiated
+    check(nn.Linear(64, 64), seq_loss, (torch.randn(5, 2, 64),))  # T (64 + 64) < 64 * 64: ghost
 
 
 @pytest.mark.parametrize("conv", [

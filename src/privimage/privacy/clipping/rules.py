@@ -5,8 +5,8 @@ A layer's parameter gradient for one example is a sum over the example's rows: a
 pixels, sequence items) times the example's r noisy copies: the copies of one example are ONE
 example, so their rows are pooled before the norm is taken (an EDM loss that is the mean over K
 copies). Per layer, the cheaper of two ways (mixed ghost clipping, Bu et al. 2022):
-  ghost        ||G^T A||_F^2 = <A A^T, G G^T>  (Li et al. 2021)          cost ~ T^2 (d_in + d_out)
-  instantiate  grad W materialised per example, (B, d_out, d_in)         cost ~ T d_in d_out
+  ghost        ||G^T A||_F^2 = <A A^T, G G^T>  (Li et al. 2021)          time ~ T^2 (d_in + d_out)
+  instantiate  grad W materialised per example, (B, d_out, d_in)         time ~ T d_in d_out
 with T = rows per example (a conv's instantiation is one grouped convolution backward). The clipped sum sum_b c_b grad_b is then one matmul over the stored A and
 c-scaled G (book-keeping, Bu et al. 2023) or one contraction of the instantiated gradients.
 
@@ -36,7 +36,15 @@ def _trainable(layer: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def _ghost_cheaper(rows: int, d_in: int, d_out: int) -> bool:
-    return 2 * rows * rows <= d_in * d_out  # Bu et al. 2022: ghost cost 2T^2 vs instantiation d_in d_out
+    """Whether the ghost norm takes less TIME than instantiating: per example it costs ~T^2 (d_in + d_out)
+    multiply-adds (A A^T and G G^T), instantiation ~T d_in d_out (the weight gradient itself).
+
+    Bu et al. 2022 compare 2 T^2 with d_in d_out, which is the memory of the two; by that rule the demo
+    U-Net's low-resolution convolutions took the ghost path and their unfolds were 26 % of a DP step on
+    CPU (bench/dpsgd_speed.py --config demo). Instantiated gradients are held until the clip factors are
+    known: B x (layer's parameters) floats, which the models here afford.
+    """
+    return rows * (d_in + d_out) < d_in * d_out
 
 
 def _rows(a: torch.Tensor, g: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
