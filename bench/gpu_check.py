@@ -160,7 +160,8 @@ def rung(work: Path, data: Path, device: str, budget: float, overrides: list[str
     for method in ("privimage", "none"):
         cmd = [sys.executable, "-m", "privimage", "run", "privimage:cifar10_gpu.yaml", f"methods=[{method}]", *base,
                "--out", str(runs / method), "--device", device, "--no-progress"]
-        env = dict(os.environ, PRIVIMAGE_CACHE=str(work / "cache" / method))  # no two decoders on one entry
+        env = dict(os.environ, PRIVIMAGE_CACHE=str(work / "cache" / method),  # no two decoders on one entry
+                   PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True")  # two runs share the GPU's memory
         log = open(work / "logs" / f"run_{method}.log", "w")
         say(f"rung {method}: {' '.join(cmd)}")
         procs[method] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log)
