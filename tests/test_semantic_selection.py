@@ -91,6 +91,17 @@ def test_selection_precision_counts_images_not_classes():
     assert selection_precision(selection, set()) == 0.0
 
 
+def test_selection_precision_per_class_counts_an_image_only_for_the_row_it_feeds():
+    noisy = np.array([[5, 4, 0, 0, 0, 0, 0, 0], [0, 0, 5, 0, 0, 0, 0, 0]], dtype=float)
+    counts = np.array([30, 10, 60, 1, 1, 1, 1, 1])
+    selection = select(noisy, k=1, public_classes=PUBLIC, sensitive_classes=SENSITIVE, public_counts=counts)
+    s0, s1 = SENSITIVE
+    assert selection_precision(selection, {s0: ["p0"], s1: ["p2"]}) == 1.0
+    assert selection_precision(selection, {s0: ["p2"], s1: ["p0"]}) == 0.0  # swapped rows: both miss
+    assert selection_precision(selection, ["p2", "p0"]) == 1.0  # the flat list cannot see the swap
+    assert selection_precision(selection, {s0: ["p0"]}) == pytest.approx(30 / 90)  # unmapped row: no hits
+
+
 def test_selection_json_round_trips_and_holds_only_noisy_counts(tmp_path):
     exact = np.array([[7, 0, 3, 0, 0, 0, 0, 0], [0, 6, 0, 2, 0, 0, 0, 0]], dtype=float)
     noisy = exact + np.random.default_rng(0).normal(0, 0.4, size=exact.shape)
@@ -118,3 +129,13 @@ def test_random_subset_has_the_requested_size_and_uniform_labels():
     assert np.array_equal(random_subset(public, 400, SENSITIVE, seed=0).y, subset.y)
     with pytest.raises(UserError, match="801"):
         random_subset(public, 801, SENSITIVE, seed=0)
+
+
+def test_relevant_public_is_a_list_or_a_per_class_mapping():
+    from privimage.run_config import load_run_config
+
+    config = load_run_config("privimage:demo.yaml", ["data.relevant_public={'0': ['0', O], '1': [l]}"])
+    assert config.data.relevant_public == {"0": ["0", "O"], "1": ["l"]}
+    for bad in ("5", "{'0': O}", "[[a]]"):
+        with pytest.raises(UserError, match="data.relevant_public must be"):
+            load_run_config("privimage:demo.yaml", [f"data.relevant_public={bad}"])

@@ -277,10 +277,10 @@ def rank0_selection(selection: Selection | None) -> Selection:
 
 
 def precision(config: RunConfig, selection: Selection | None) -> float | None:
-    """Fraction of selected public images from truly matching classes (demo: digit glyphs); None if unknown."""
+    """Fraction of selected public images that truly show the class they feed (demo: digit d <- glyph d)."""
     relevant = config.data.relevant_public
-    if relevant is None and config.data.public == "demo:glyphs":
-        relevant = list(demo.DIGIT_CLASSES)
+    if relevant is None and config.data.public == "demo:glyphs" and config.data.sensitive == "demo:digits":
+        relevant = {d: [d] for d in demo.DIGIT_CLASSES}
     if selection is None or relevant is None:
         return None
-    return selection_precision(selection, set(relevant))
+    return selection_precision(selection, relevant)

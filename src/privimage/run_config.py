@@ -39,7 +39,9 @@ class DataConfig:
     resolution: int = 16  # every image is resized to resolution x resolution
     channels: int = 1  # 1 = grayscale, 3 = RGB
     glyphs_per_class: int = 300  # demo:glyphs only: rendered images per character
-    relevant_public: list[str] | None = None  # public classes truly like the sensitive data (for selection precision)
+    # A mapping counts a selected image only for the row it feeds; a plain list counts any listed class in any
+    # row (looser: a cat row that picked a dog class is a hit). Never read by the pipeline's choices.
+    relevant_public: dict[str, list[str]] | list[str] | None = None  # {class: [public classes]} for the precision
 
 
 @dataclass
@@ -180,6 +182,13 @@ def validate(config: RunConfig) -> None:
             raise UserError(f"data.{name}: unknown demo data {source!r} (known: {', '.join(DEMO_SOURCES)})")
         if not source.startswith(("demo:", MEMORY)) and not Path(source).exists():
             raise UserError(f"data.{name}: path not found: {source}")
+    r = d.relevant_public
+    flat = isinstance(r, list) and all(isinstance(v, str) for v in r)
+    mapping = isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, list)
+                                          and all(isinstance(n, str) for n in v) for k, v in r.items())
+    if r is not None and not (flat or mapping):
+        raise UserError("data.relevant_public must be a list of public class names, or a mapping of sensitive class "
+                        f"names to such lists, got {r!r}")
     if s.classifier is not None and not Path(s.classifier).is_dir():
         raise UserError(f"semantic.classifier: checkpoint directory not found: {s.classifier}")
     validate_splits(d, config.evaluate)

@@ -199,10 +199,22 @@ def apply_selection(public: ImageSet, selection: Selection) -> ImageSet:
                     source=f"{public.source} | selection of {keep.sum()} images", meta=dict(public.meta))
 
 
-def selection_precision(selection: Selection, relevant: set[str]) -> float:
-    """Fraction of the selected IMAGES whose public class name is in `relevant` (0.0 if none selected)."""
+def selection_precision(selection: Selection, relevant: dict[str, list[str]] | list[str] | set[str]) -> float:
+    """Fraction of the selected IMAGES that are relevant (0.0 if none selected).
+
+    relevant: {sensitive class: public class names that truly show it} counts an image only for the row it
+    feeds (a digit-0 row that picked the glyph "9" is a miss); a flat collection counts any of its names in
+    any row. Rows of the unlabelled mode (one row, "all") use the union of the mapping.
+    """
     total = selection.n_images
-    hits = sum(n for c in selection.classes for name, n in zip(c.public_names, c.image_counts) if name in relevant)
+    if isinstance(relevant, dict):
+        union = set().union(*map(set, relevant.values())) if relevant else set()
+        default = union if len(selection.classes) == 1 else set()
+        ok = {c.sensitive_class: set(relevant.get(c.sensitive_class, default)) for c in selection.classes}
+    else:
+        ok = {c.sensitive_class: set(relevant) for c in selection.classes}
+    hits = sum(n for c in selection.classes for name, n in zip(c.public_names, c.image_counts)
+               if name in ok[c.sensitive_class])
     return hits / total if total else 0.0
 
 
