@@ -107,7 +107,30 @@ def test_gan_pipeline_end_to_end(tmp_path, capsys):
     with np.load(out / "privimage" / "samples.npz") as npz:
         assert npz["x"].shape == (40, 16, 16, 1) and list(npz["classes"]) == [str(i) for i in range(10)]
     assert "gan" in (out / "report.html").read_text()
+    # `privimage sample --ckpt` reads the family from the checkpoint: the GAN samples like the diffusion model
+    assert main(["sample", "--ckpt", str(out / "privimage" / "finetune"), "--n", "20", "--out",
+                 str(tmp_path / "more.npz"), "--device", "cpu", "--seed", "5"]) == 0
+    with np.load(tmp_path / "more.npz") as npz:
+        assert npz["x"].shape == (20, 16, 16, 1) and npz["x"].dtype == np.uint8
+        assert np.bincount(npz["y"], minlength=10).tolist() == [2] * 10
     # a rerun of the finished run changes nothing and charges nothing
     before = (out / "privimage" / "ledger.json").read_text()
     assert main(["run", str(config), "privacy.seed=0", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     assert (out / "privimage" / "ledger.json").read_text() == before
+
+
+def test_api_fit_and_sample_with_the_gan(tmp_path, sensitive):
+    """PrivImage(config).fit on in-memory images with generator: gan, then fit.sample (no privacy cost)."""
+    import privimage
+
+    config = privimage.load_config(str(TINY_CONFIG), ["generator=gan", "gan.model={z_dim: 8, g_width: 16, d_width: 4}",
+                                                      "privacy.seed=0", "finetune.batch_size=6",
+                                                      "finetune.micro_batch=6"])
+    five = ImageSet(sensitive.x, sensitive.y % 5, [f"c{i}" for i in range(5)], source="five classes")
+    fit = privimage.PrivImage(config).fit(five, five, out_dir=tmp_path / "run", device="cpu", progress=False)
+    assert isinstance(fit.model, GAN) and fit.model.config.num_classes == 5  # follows the in-memory classes
+    assert [m.name for m in fit.ledger.entries] == ["semantic_query", "finetune"] and fit.epsilon <= 10.0
+    first, again = fit.sample(15, seed=1), fit.sample(15, seed=1)
+    assert first.x.shape == (15, 16, 16, 1) and first.classes == five.classes
+    assert np.bincount(first.y, minlength=5).tolist() == [3] * 5
+    assert np.array_equal(first.x, again.x) and not np.array_equal(first.x, fit.sample(15, seed=2).x)

@@ -21,18 +21,18 @@ import logging
 import tempfile
 from pathlib import Path
 
+import torch
+
 from privimage.data.imageset import ImageSet
 from privimage.data.load import load_images
 from privimage.data.transform import transform_array
 from privimage.device import resolve_device
 from privimage.errors import UserError
-from privimage.models.edm import EDMPrecond
-from privimage.privacy.ledger import Ledger
 from privimage.export import read_samples
+from privimage.generators import family
+from privimage.privacy.ledger import Ledger
 from privimage.run_config import MEMORY, METHODS, RunConfig, load_run_config
-from privimage.sample import generate
 from privimage.semantic.selection import Selection
-from privimage.train.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Fit:
     config: RunConfig  # the config it ran with (methods = [method], data as passed)
     method: str  # privimage, or a baseline: none, all, random
     out_dir: Path  # run directory (config.json, ledger, checkpoints, samples, report.html)
-    model: EDMPrecond  # EMA of the DP fine-tuned generator (post-processing of the DP release)
+    model: torch.nn.Module  # the DP fine-tuned generator (diffusion: EMA U-Net; gan: the GAN), post-processing
     ledger: Ledger  # every mechanism that touched the sensitive data in this release
     classes: list[str]  # the sensitive classes the model is conditioned on
     metrics: dict  # this method's metrics.json: epsilon, CA (when a test set was given), ...
@@ -57,12 +57,15 @@ class Fit:
 
     def sample(self, n: int, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
                sampler: str | None = None, device=None, progress: bool = False) -> ImageSet:
-        """n class-balanced synthetic images (no privacy cost): an ImageSet with the sensitive class names."""
+        """n class-balanced synthetic images (no privacy cost): an ImageSet with the sensitive class names.
+
+        steps, guidance and sampler apply to the diffusion family; a GAN draws each image in one pass of G.
+        """
         s = self.config.sample
-        x, y = generate(self.model, n, num_classes=len(self.classes), steps=steps or s.steps,
-                        guidance=s.guidance if guidance is None else guidance, seed=seed,
-                        batch_size=s.batch_size, sampler=sampler or s.sampler, device=resolve_device(device),
-                        progress=progress)
+        s = dataclasses.replace(s, n=n, steps=steps or s.steps, guidance=s.guidance if guidance is None else guidance,
+                                sampler=sampler or s.sampler)
+        config = dataclasses.replace(self.config, sample=s, seed=seed)
+        x, y = family(config.generator).sample(self.model, config, device=resolve_device(device), progress=progress)
         return ImageSet(x, y, list(self.classes), source=f"samples of {self.out_dir / self.method}")
 
 
@@ -104,8 +107,10 @@ class PrivImage:
             test = as_image_set(test, d, d.test_split) if test is not None else None
             public = as_image_set(public, d, d.public_split) if public is not None else defaults[2]
             data = (sensitive, test, public)
+            classes = len(sensitive.classes)
             config = dataclasses.replace(
-                config, model=dataclasses.replace(config.model, num_classes=len(sensitive.classes)),
+                config, model=dataclasses.replace(config.model, num_classes=classes),
+                gan=dataclasses.replace(config.gan, model=dataclasses.replace(config.gan.model, num_classes=classes)),
                 data=dataclasses.replace(d, sensitive=f"{MEMORY}{sensitive.source or 'ImageSet'}",
                                          public=f"{MEMORY}{public.source or 'ImageSet'}", holdout=None))
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="privimage-"))
@@ -115,7 +120,7 @@ class PrivImage:
         log.info("run directory: %s", out)
         metrics = run(config, out, device=device, progress=progress, data=data)
         mdir = out / self.method
-        return Fit(config=config, method=self.method, out_dir=out, model=load_model(mdir / "finetune"),
+        return Fit(config=config, method=self.method, out_dir=out, model=family(config.generator).load(mdir / "finetune"),
                    ledger=Ledger(mdir / "ledger.json", delta=config.privacy.delta,
                                  epsilon_budget=config.privacy.epsilon),
                    classes=list(read_samples(mdir / "samples.npz").classes), metrics=metrics["methods"][self.method],

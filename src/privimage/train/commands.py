@@ -16,12 +16,15 @@ from privimage import distributed
 from privimage.data import load_images
 from privimage.errors import UserError
 from privimage.files import write_json_atomic
+from privimage.generators import checkpoint_family
 from privimage.models.edm import EDMPrecond
+from privimage.models.gan import generate as gan_generate
 from privimage.models.unet import CONFIGS, UNet, UNetConfig, count_parameters
 from privimage.privacy.ledger import Ledger, Mechanism
 from privimage.sample import SAMPLERS, generate, save_samples
 from privimage.train.checkpoint import JSON_FILE, load_checkpoint, load_model
 from privimage.train.finetune import FinetuneConfig, calibrate_for_ledger, finetune, plan
+from privimage.train.gan_checkpoint import load_gan
 from privimage.train.pretrain import PretrainConfig, pretrain
 from privimage.device import resolve_device
 
@@ -132,10 +135,13 @@ def _finetune(args) -> int:
 
 
 def _sample(args) -> int:
-    net = load_model(args.ckpt)
     device = resolve_device(args.device)
-    x, y = generate(net, args.n, num_classes=net.config.num_classes, steps=args.steps, guidance=args.guidance,
-                    seed=args.seed, batch_size=args.batch, sampler=args.sampler, device=device)
+    if checkpoint_family(args.ckpt) == "gan":  # one pass of G: --steps, --sampler and --guidance do not apply
+        x, y = gan_generate(load_gan(args.ckpt), args.n, seed=args.seed, batch_size=args.batch, device=device)
+    else:
+        net = load_model(args.ckpt)
+        x, y = generate(net, args.n, num_classes=net.config.num_classes, steps=args.steps, guidance=args.guidance,
+                        seed=args.seed, batch_size=args.batch, sampler=args.sampler, device=device)
     names = Path(args.ckpt) / "classes.json"
     classes = json.loads(names.read_text()) if names.is_file() else None
     if not distributed.is_main():  # every process sampled its block; rank 0 writes them all
@@ -194,11 +200,11 @@ def register(subparsers) -> None:
     f.set_defaults(func=_finetune)
 
     s = subparsers.add_parser("sample", parents=[common], help="sample images from a checkpoint")
-    s.add_argument("--ckpt", required=True, help="checkpoint directory")
+    s.add_argument("--ckpt", required=True, help="checkpoint directory (diffusion or GAN: read from its state.json)")
     s.add_argument("--n", type=_positive_int, required=True, help="number of images (class-balanced)")
     s.add_argument("--out", required=True, help="output .npz (keys x, y)")
     s.add_argument("--grid", help="also write a PNG grid, one row per class")
-    s.add_argument("--steps", type=_positive_int, default=50, help="sampler steps")
+    s.add_argument("--steps", type=_positive_int, default=50, help="sampler steps (diffusion only)")
     s.add_argument("--sampler", choices=sorted(SAMPLERS), default="heun")
     s.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale")
     s.add_argument("--batch", type=_positive_int, default=256)
