@@ -3,8 +3,10 @@
 CIFAR-10 is the sensitive data (train split; CA and FID on the held-out test split), Tiny-ImageNet-32 the
 public data. Rungs (configs that ship with privimage):
 
-    cpu     privimage:cifar10_cpu.yaml        all four methods, <= 90 minutes on 2 CPU cores (estimated)
-    gpu     privimage:cifar10_gpu.yaml        privimage + none in one H100 call of < 8 minutes (unmeasured)
+    cpu     privimage:cifar10_cpu.yaml        all four methods on 2 CPU cores (CA only: ~30 min measured; FID
+                                              adds ~43 min once for the test statistics, docs/results.md)
+    gpu     privimage:cifar10_gpu.yaml        privimage + none on one H100 / H200 (bench/gpu_check.py sizes it
+                                              to one 10-minute call; measured on an H200, docs/results.md)
     paper   privimage:cifar10_baselines.yaml  the paper's scale (days of GPU time; resumable)
 
 Each method runs as its own `privimage run ... methods=[M] --out OUT/M` (its own release and ledger), so
