@@ -31,7 +31,7 @@ from privimage.privacy.accountant import calibrate_query_sigma
 from privimage.privacy.rng import NoiseSource
 from privimage.semantic.classifier import load_classifier, predict_topk
 from privimage.semantic.query import add_query_noise, vote_histogram
-from privimage.semantic.selection import Selection, select
+from privimage.semantic.selection import select, selection_precision
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EPSILONS = (0.005, 0.05, 0.2, 0.5, 1.0)
@@ -55,13 +55,6 @@ RELEVANT = {
 }
 
 
-def precision(selection: Selection, relevant: dict[str, set[str]]) -> float:
-    """Share of the selected images whose public class is relevant to the sensitive class they feed."""
-    hits = sum(n for c in selection.classes for name, n in zip(c.public_names, c.image_counts)
-               if name in relevant.get(c.sensitive_class, ()))
-    return hits / selection.n_images if selection.n_images else 0.0
-
-
 def random_precision(public_classes: list[str], relevant: dict[str, set[str]], sensitive: list[str]) -> float:
     """Expected precision of public classes picked uniformly at random (equal class sizes)."""
     return float(np.mean([len(relevant.get(s, set()) & set(public_classes)) / len(public_classes) for s in sensitive]))
@@ -76,14 +69,14 @@ def measure(histogram: np.ndarray, *, args, public, sensitive_classes: list[str]
     rows = []
     for epsilon in (*EPSILONS, None):
         if epsilon is None:
-            values, sigma_q = [precision(select(histogram, **common), relevant)], 0.0
+            values, sigma_q = [selection_precision(select(histogram, **common), relevant)], 0.0
         else:
             sigma_q = calibrate_query_sigma(epsilon=epsilon, delta=DELTA)
             values = []
             for draw in range(args.draws):
                 noise = NoiseSource.fresh() if args.seed is None else NoiseSource.from_test_seed(args.seed + draw)
                 noisy = add_query_noise(histogram, k=args.k, sigma_q=sigma_q, noise=noise)
-                values.append(precision(select(noisy, sigma_q=sigma_q, **common), relevant))
+                values.append(selection_precision(select(noisy, sigma_q=sigma_q, **common), relevant))
         rows.append({"mode": mode if fraction is None else f"fraction {fraction:g}", "query_epsilon": epsilon,
                      "sigma_q": round(sigma_q, 3), "draws": len(values), "precision_mean": float(np.mean(values)),
                      "precision_std": float(np.std(values)), "precision_min": float(np.min(values))})
