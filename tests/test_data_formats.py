@@ -236,3 +236,15 @@ def test_gray_rgb_conversion(tmp_path):
     np.testing.assert_array_equal(gray.x[1, ..., 0], np.asarray(Image.fromarray(rgb).convert("L")))
     np.savez(tmp_path / "d.npz", x=rgb[None], y=np.zeros(1, int))  # the array path converts the same way
     np.testing.assert_array_equal(load_images(tmp_path / "d.npz", channels=1, progress=False).x, gray.x[1:])
+
+
+def test_balanced_head_takes_classes_in_turn_from_a_class_grouped_set():
+    """The first n of a set stored class by class (CIFAR-10's test folders) would be one class: not so here."""
+    y = np.repeat(np.arange(3), [4, 2, 5])  # grouped by class, unequal counts
+    x = np.arange(len(y), dtype=np.uint8).reshape(-1, 1, 1, 1).repeat(2, 1).repeat(2, 2)  # pixel = index
+    images = ImageSet(x, y, ["a", "b", "c"], source="s")
+    head = images.balanced_head(7)
+    assert head.x[:, 0, 0, 0].tolist() == [0, 1, 2, 4, 5, 6, 7]  # a, b, c in turn: rounds (0, 4, 6), (1, 5, 7), then 2
+    assert head.y.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert head.source == "s|balanced first 7"
+    assert images.balanced_head(11) is images and images.balanced_head(50) is images

@@ -57,6 +57,7 @@ def refused(tmp_path, capsys, *args) -> str:
     (["evaluate.metrics=[ca, fid]", "evaluate.fid_weights=/no/such/inception.pt"],
      "/no/such/inception.pt does not exist"),
     (["evaluate.metrics=[fid]", "evaluate.fid_real_split=train"], "FID is not covered by the privacy guarantee"),
+    (["evaluate.metrics=[fid]", "evaluate.fid_n_real=1"], "evaluate.fid_n_real and evaluate.fid_n_synthetic must be"),
 ])
 def test_refused_before_anything_is_written(tmp_path, capsys, overrides, message):
     assert message in refused(tmp_path, capsys, *overrides)
@@ -120,6 +121,11 @@ def test_fid_compares_with_held_out_images_unless_nonprivate_is_allowed():
     real, nonprivate = pf.fid_images(config, sensitive, test)
     assert nonprivate and len(real) == 1347  # the sensitive training split, only when allowed, labelled
     np.testing.assert_array_equal(real.x, sensitive.x)
+    config = load_run_config(TINY_CONFIG, ["evaluate.metrics=[ca, fid]", "evaluate.fid_n_real=45"])
+    real, nonprivate = pf.fid_images(config, sensitive, test)
+    assert len(real) == 45 and not nonprivate  # a class-balanced part of the held-out images, named as such
+    assert np.bincount(real.y, minlength=10).tolist() == [5] * 5 + [4] * 5  # round robin: 4 rounds + 5 classes
+    assert real.source.endswith("|balanced first 45") and real.source.startswith(test.source)
 
 
 def test_preflight_checks_what_python_callers_built(tmp_path):

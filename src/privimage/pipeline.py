@@ -259,10 +259,10 @@ def sample_and_evaluate(config: RunConfig, net: nn.Module, mdir: Path, inputs: I
         e = config.evaluate  # the real images' statistics: precomputed (pytorch-fid .npz), or from the images
         reference = load_stats(e.fid_stats) if e.fid_stats is not None else None
         result["fid"] = fid_of_sets(synthetic, inputs.fid_real, reference=reference, weights=e.fid_weights,
-                                    device=inputs.device)
+                                    num_samples=e.fid_n_synthetic, device=inputs.device)
         result["fid_real"] = e.fid_stats or e.fid_real_split or inputs.test_name
         result["fid_nonprivate"] = inputs.fid_nonprivate  # True: FID read the sensitive training images un-noised
-        result["fid_n_synthetic"] = min(len(synthetic), 50_000)  # fid_of_sets' num_samples: the first 50k at most
+        result["fid_n_synthetic"] = min(len(synthetic), e.fid_n_synthetic)  # fid_of_sets' num_samples, class-balanced
         result["fid_n_real"] = None if reference is not None else len(inputs.fid_real)  # None: in the .npz stats
     result["step_seconds"] = {"sample": round(t_eval - t_sample, 1), "evaluate": round(time.time() - t_eval, 1)}
     write_json_atomic(mdir / "metrics.json", result)

@@ -174,8 +174,9 @@ def fid_images(config: RunConfig, sensitive: ImageSet, test: ImageSet) -> tuple[
     if e.fid_real_split is None:
         if test is None:
             raise UserError("evaluate.metrics: fid needs held-out images (a test set) or evaluate.fid_stats")
-        return test, False
+        return (test if e.fid_n_real is None else test.balanced_head(e.fid_n_real)), False
     real = sensitive_split(config, e.fid_real_split)
+    real = real if e.fid_n_real is None else real.balanced_head(e.fid_n_real)
     nonprivate = e.fid_real_split == d.sensitive_split or mostly_within(real, sensitive)
     if nonprivate and not e.allow_nonprivate_fid:
         raise UserError(f"evaluate.fid_real_split {e.fid_real_split!r} holds sensitive training images: that FID "

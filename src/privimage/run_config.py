@@ -80,6 +80,8 @@ class EvaluateConfig:
     fid_real_split: str | None = None  # real split FID compares against; None = the held-out CA images
     allow_nonprivate_fid: bool = False  # allow FID against the sensitive TRAINING split (labelled non-private)
     fid_stats: str | None = None  # statistics of the real FID images as a pytorch-fid .npz (mu, sigma)
+    fid_n_real: int | None = None  # at most this many real FID images, class-balanced; None = all (CPU: fewer)
+    fid_n_synthetic: int = 50_000  # at most this many samples enter FID, class-balanced (the usual protocol: 50k)
     show_real_images: bool = False  # put real held-out images in the report (off: they are not covered by DP)
 
 
@@ -219,6 +221,9 @@ def validate_splits(d: DataConfig, e: EvaluateConfig) -> None:
 
 
 def validate_sample_and_evaluate(s: SampleConfig, e: EvaluateConfig) -> None:
+    if (e.fid_n_real is not None and e.fid_n_real < 2) or e.fid_n_synthetic < 2:
+        raise UserError(f"evaluate.fid_n_real and evaluate.fid_n_synthetic must be >= 2 (FID needs a covariance), "
+                        f"got {e.fid_n_real} and {e.fid_n_synthetic}")
     if s.n < 1:
         raise UserError(f"sample.n must be >= 1, got {s.n}")
     if s.steps < 1 or s.batch_size < 1:

@@ -121,7 +121,7 @@ def fid_of_sets(
     cache: bool = True,
     progress: bool = True,
 ) -> float:
-    """FID between the first `num_samples` synthetic images and the real set (e.g. its train split).
+    """FID between `num_samples` synthetic images (class-balanced) and the real set (e.g. its train split).
 
     `reference` = (mu, sigma) of the real set computed elsewhere (pytorch-fid .npz, `load_stats`) instead
     of `real`; they must come from the same Inception weights and preprocessing.
@@ -135,7 +135,7 @@ def fid_of_sets(
     net = load_inception(weights, device=dev)  # fails before any work when the weights are missing
     if len(synthetic) < num_samples:
         log.warning("FID: only %d synthetic images (asked for %d); FID is biased up", len(synthetic), num_samples)
-    feats = inception_features(synthetic.x[:num_samples], net=net, device=dev, progress=progress)  # (N, 2048)
+    feats = inception_features(synthetic.balanced_head(num_samples).x, net=net, device=dev, progress=progress)  # (N, 2048)
     mu_s, sigma_s = feature_stats(feats)
     if reference is not None:
         mu_r, sigma_r = reference
