@@ -58,6 +58,7 @@ def refused(tmp_path, capsys, *args) -> str:
      "/no/such/inception.pt does not exist"),
     (["evaluate.metrics=[fid]", "evaluate.fid_real_split=train"], "FID is not covered by the privacy guarantee"),
     (["evaluate.metrics=[fid]", "evaluate.fid_n_real=1"], "evaluate.fid_n_real and evaluate.fid_n_synthetic must be"),
+    (["semantic.resolution=4"], "semantic.resolution must be null (data.resolution) or an integer in 8..256"),
 ])
 def test_refused_before_anything_is_written(tmp_path, capsys, overrides, message):
     assert message in refused(tmp_path, capsys, *overrides)
@@ -126,6 +127,22 @@ def test_fid_compares_with_held_out_images_unless_nonprivate_is_allowed():
     assert len(real) == 45 and not nonprivate  # a class-balanced part of the held-out images, named as such
     assert np.bincount(real.y, minlength=10).tolist() == [5] * 5 + [4] * 5  # round robin: 4 rounds + 5 classes
     assert real.source.endswith("|balanced first 45") and real.source.startswith(test.source)
+
+
+def test_query_views_are_the_same_images_at_semantic_resolution():
+    """semantic.resolution: the classifier and query see the same images, larger; the generator's stay as they are."""
+    config = load_run_config(TINY_CONFIG, ["semantic.resolution=24"])
+    inputs = pf.preflight(config, device="cpu", progress=False)
+    query_sensitive, query_public = inputs.query_images()
+    assert inputs.sensitive.resolution == inputs.public.resolution == 16
+    assert query_sensitive.resolution == query_public.resolution == 24
+    np.testing.assert_array_equal(query_sensitive.y, inputs.sensitive.y)  # the ledger's N images, same order
+    np.testing.assert_array_equal(query_public.y, inputs.public.y)
+    plain = pf.preflight(load_run_config(TINY_CONFIG), device="cpu", progress=False)
+    assert plain.query_sensitive is None and plain.query_public is None
+    assert plain.query_images()[0] is plain.sensitive and plain.query_images()[1] is plain.public
+    with pytest.raises(UserError, match="with images given in memory"):
+        pf.preflight(config, device="cpu", data=(inputs.sensitive, inputs.test, inputs.public), progress=False)
 
 
 def test_preflight_checks_what_python_callers_built(tmp_path):

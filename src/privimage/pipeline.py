@@ -87,7 +87,8 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
     if "privimage" in config.methods and distributed.is_main():
         log.info("1/5 semantic query function: a classifier of the %d public classes (%s public images)",
                  len(public.classes), f"{len(public):,}")
-        classifier = semantic_query_function(config, public, out / "classifier", device=device, progress=progress)
+        classifier = semantic_query_function(config, inputs.query_images()[1], out / "classifier",
+                                             device=device, progress=progress)
     setup_seconds = round(time.time() - t0, 1)  # data + semantic classifier, shared by all methods
 
     for method in config.methods:
@@ -97,8 +98,8 @@ def run_methods(config: RunConfig, inputs: Inputs, out: Path, *, t0: float, prog
         log.info("method %s (its own release, budget epsilon = %g)", method, config.privacy.epsilon)
         if method == "privimage":
             # 2. DP semantic distribution and 3. selection (the only query of the sensitive data before DP-SGD).
-            selection = query_and_select(config, classifier, sensitive, public, ledger, out / "selection.json") \
-                if distributed.is_main() else None
+            selection = query_and_select(config, classifier, inputs.query_images()[0], public, ledger,
+                                         out / "selection.json") if distributed.is_main() else None
             selection = rank0_selection(selection)
             pretrain_set = selected = apply_selection(public, selection)
             if not config.semantic.labelled:  # one set of public classes: each image gets a random sensitive label

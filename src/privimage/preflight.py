@@ -16,6 +16,7 @@ Example:
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from privimage.data import ImageSet, demo, load_images
@@ -43,6 +44,13 @@ class Inputs:
     fid_nonprivate: bool  # fid_real shares images with the sensitive training part: FID is not private
     device: torch.device
     test_name: str  # what `test` is, for metrics.json ("test split", "holdout 0.1 of train, seed 0")
+    query_sensitive: ImageSet | None = None  # the same sensitive images at semantic.resolution; None = `sensitive`
+    query_public: ImageSet | None = None  # the same public images at semantic.resolution; None = `public`
+
+    def query_images(self) -> tuple[ImageSet, ImageSet]:
+        """(sensitive, public) as the semantic classifier and query see them (semantic.resolution)."""
+        return (self.sensitive if self.query_sensitive is None else self.query_sensitive,
+                self.public if self.query_public is None else self.query_public)
 
 
 def preflight(config: RunConfig, *, device="auto", data: tuple | None = None, progress: bool = True) -> Inputs:
@@ -56,44 +64,73 @@ def preflight(config: RunConfig, *, device="auto", data: tuple | None = None, pr
     check_data(config, sensitive, test, public)
     check_steps(config, sensitive, public)
     fid_real, nonprivate = fid_images(config, sensitive, test)
+    query_sensitive, query_public = query_views(config, sensitive, public, in_memory=data is not None,
+                                                progress=progress)
     check_budget(config, len(sensitive))  # last: the slowest check (a few PLD evaluations)
     d = config.data
     test_name = f"{d.test_split} split" if d.holdout is None else \
         f"holdout {d.holdout:g} of {d.sensitive_split} (seed {d.holdout_seed})"
     if data is not None:
         test_name = "held-out images given in memory" if test is not None else "none (no test set given)"
-    return Inputs(sensitive, test, public, fid_real, nonprivate, dev, test_name)
+    return Inputs(sensitive, test, public, fid_real, nonprivate, dev, test_name, query_sensitive, query_public)
 
 
-def load_data(config: RunConfig, *, progress: bool = True) -> tuple[ImageSet, ImageSet, ImageSet]:
-    """(sensitive training part, held-out real images, public data), all at data.resolution."""
+def load_data(config: RunConfig, *, resolution: int | None = None, progress: bool = True
+              ) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """(sensitive training part, held-out real images, public data), all at `resolution` (data.resolution)."""
     d = config.data
+    resolution = resolution or d.resolution
     if d.holdout is not None:  # the held-out images come out of the training split, chosen by a public seed
-        full = sensitive_split(config, d.sensitive_split, progress=progress)
+        full = sensitive_split(config, d.sensitive_split, resolution=resolution, progress=progress)
         train, held = hold_out(len(full), fraction=d.holdout, seed=d.holdout_seed)
         sensitive, test = full.subset(train), full.subset(held)
         sensitive.source += f" | training part ({len(train)} of {len(full)})"
         test.source += f" | held out: data.holdout={d.holdout:g}, seed {d.holdout_seed}"
     else:
-        sensitive = sensitive_split(config, d.sensitive_split, progress=progress)
-        test = sensitive_split(config, d.test_split, progress=progress)
+        sensitive = sensitive_split(config, d.sensitive_split, resolution=resolution, progress=progress)
+        test = sensitive_split(config, d.test_split, resolution=resolution, progress=progress)
     if d.public == "demo:glyphs":
-        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=d.resolution, progress=progress)
+        public = demo.render_glyphs(per_class=d.glyphs_per_class, resolution=resolution, progress=progress)
     else:
-        public = load_images(d.public, split=d.public_split, resolution=d.resolution, channels=d.channels,
+        public = load_images(d.public, split=d.public_split, resolution=resolution, channels=d.channels,
                              progress=progress)
     return sensitive, test, public
 
 
-def sensitive_split(config: RunConfig, split: str, *, progress: bool = True) -> ImageSet:
-    """One split of the sensitive dataset at data.resolution (the demo digits have train and test)."""
+def sensitive_split(config: RunConfig, split: str, *, resolution: int | None = None,
+                    progress: bool = True) -> ImageSet:
+    """One split of the sensitive dataset at `resolution` (data.resolution; the demo digits have train and test)."""
     d = config.data
+    resolution = resolution or d.resolution
     if d.sensitive == "demo:digits":
-        parts = dict(zip(("train", "test"), demo.load_digits_split(resolution=d.resolution)))
+        parts = dict(zip(("train", "test"), demo.load_digits_split(resolution=resolution)))
         if split not in parts:
             raise UserError(f"demo:digits has the splits train and test, not {split!r}")
         return parts[split]
-    return load_images(d.sensitive, split=split, resolution=d.resolution, channels=d.channels, progress=progress)
+    return load_images(d.sensitive, split=split, resolution=resolution, channels=d.channels, progress=progress)
+
+
+def query_views(config: RunConfig, sensitive: ImageSet, public: ImageSet, *, in_memory: bool, progress: bool = True
+                ) -> tuple[ImageSet | None, ImageSet | None]:
+    """The same sensitive and public images at semantic.resolution, or (None, None) when it is data.resolution.
+
+    Why: the classifier ranks public classes better from more pixels (CIFAR-10 vs Tiny-ImageNet: 8 of 10
+    classes right at 32 px, 4-5 at 16 px; docs/results.md) while a CPU generator trains ~3x faster at 16 px.
+    The query still reads exactly the sensitive training images DP-SGD reads (checked below), so the
+    ledger's N and the guarantee are unchanged.
+    """
+    s, d = config.semantic, config.data
+    if s.resolution is None or s.resolution == d.resolution or "privimage" not in config.methods:
+        return None, None
+    if in_memory:
+        raise UserError(f"semantic.resolution={s.resolution} reads the data again at that size from config.data's "
+                        f"paths; with images given in memory, leave it null (data.resolution)")
+    query_sensitive, _, query_public = load_data(config, resolution=s.resolution, progress=progress)
+    for name, small, large in (("data.sensitive", sensitive, query_sensitive), ("data.public", public, query_public)):
+        if len(small) != len(large) or not np.array_equal(small.y, large.y):
+            raise UserError(f"{name} read at semantic.resolution={s.resolution} gave other images than at "
+                            f"data.resolution={d.resolution} ({len(large)} vs {len(small)})")
+    return query_sensitive, query_public
 
 
 def check_data(config: RunConfig, sensitive: ImageSet, test: ImageSet, public: ImageSet) -> None:

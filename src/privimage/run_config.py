@@ -53,6 +53,7 @@ class SemanticConfig:
     sigma_q: float | None = None  # instead of query_epsilon (set it to null): noise std / sqrt(k) on every cell
     fraction: float | None = None  # instead of k classes, select until this fraction of the public set
     labelled: bool = True  # false: the query ignores sensitive labels (one histogram row, one set of public classes)
+    resolution: int | None = None  # px the classifier and query see; None = data.resolution (a 16 px generator, 32 px votes)
 
 
 @dataclass
@@ -160,6 +161,8 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"privacy.accountant must be pld or rdp, got {p.accountant!r}")
     if s.k < 1:
         raise UserError(f"semantic.k must be >= 1, got {s.k}")
+    if s.resolution is not None and not (isinstance(s.resolution, int) and 8 <= s.resolution <= 256):
+        raise UserError(f"semantic.resolution must be null (data.resolution) or an integer in 8..256, got {s.resolution!r}")
     if (s.sigma_q is None) == (s.query_epsilon is None):
         raise UserError("set exactly one of semantic.sigma_q and semantic.query_epsilon (the other to null), "
                         f"got sigma_q={s.sigma_q} and query_epsilon={s.query_epsilon}")
