@@ -3,8 +3,8 @@
 CIFAR-10 is the sensitive data (train split; CA and FID on the held-out test split), Tiny-ImageNet-32 the
 public data. Rungs (configs that ship with privimage):
 
-    cpu     privimage:cifar10_cpu.yaml        all four methods on 2 CPU cores (CA only: ~30 min measured; FID
-                                              adds ~43 min once for the test statistics, docs/results.md)
+    cpu     privimage:cifar10_cpu.yaml        all four methods on 2 CPU cores at 16 px, CA and FID (from 500
+                                              samples / 1000 test images): 60 min measured, docs/results.md
     gpu     privimage:cifar10_gpu.yaml        privimage + none on one H100 / H200 (bench/gpu_check.py sizes it
                                               to one 10-minute call; measured on an H200, docs/results.md)
     paper   privimage:cifar10_baselines.yaml  the paper's scale (days of GPU time; resumable)
@@ -14,7 +14,7 @@ one method can be run or rerun alone, e.g. `methods=[random]`; every stage is ca
 fine-tuning, samples, metrics), a killed run resumes, and a finished method is read back, not rerun. To
 redo a method with other settings, delete OUT/M (its privacy was spent: it stays in its ledger).
 The table lists every method finished in OUT (this call's and earlier ones') and composes their ledgers (the
-methods are releases of the same sensitive data).
+methods are releases of the same sensitive data); OUT/report.html shows them side by side in one report.
 
 Data: --data DIR (default $PRIVIMAGE_DATA, else ../shared/data beside the checkout) holding
 cifar10-jpg.tar.xz and tinyimagenet32-jpg.tar.xz; decoded arrays are cached under $PRIVIMAGE_CACHE.
@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from privimage.errors import UserError
+from privimage.evaluate.report import write_report
 from privimage.privacy.accountant import epsilon_pld
 from privimage.privacy.mechanism import Mechanism
 from privimage.run_config import load_run_config
@@ -106,6 +107,22 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def write_rung_report(out: Path, rows: list[dict], epsilon_composed: float | None) -> Path:
+    """OUT/report.html: the methods side by side in one report (each method's own report stays in OUT/METHOD).
+
+    Config, selection, real previews and provenance are the first method's (privimage's when it ran); each
+    method brings its ledger, samples, curves and metrics from its own run directory.
+    """
+    tops = {r["method"]: json.loads((out / r["method"] / "metrics.json").read_text()) for r in rows}
+    first = tops[rows[0]["method"]]
+    merged = {"epsilon_composed": epsilon_composed, "delta": first["delta"], "ca_split": first.get("ca_split"),
+              "selection_precision": tops.get("privimage", {}).get("selection_precision"),
+              "methods": {m: top["methods"][m] for m, top in tops.items()}}
+    return write_report(out / rows[0]["method"], path=out / "report.html", metrics=merged,
+                        methods=[out / r["method"] / r["method"] for r in rows],
+                        title=f"privimage CIFAR-10 ladder: {out.resolve().name} ({', '.join(tops)})")
+
+
 def composed(out: Path, rows: list[dict]) -> float | None:
     """Epsilon of all the methods' releases together (PLD over the entries of every ledger, read only)."""
     if not rows:
@@ -146,12 +163,15 @@ def main() -> None:
     result = {"rung": args.rung, "config": config, "overrides": overrides, "rows": rows,
               "epsilon_composed": composed(out, rows), "wall_minutes": round((time.time() - start) / 60, 2)}
     (out / "results.json").write_text(json.dumps(result, indent=1))
+    if rows:
+        result["report"] = str(write_rung_report(out, rows, result["epsilon_composed"]))
     if args.json:
         print(json.dumps(result, indent=1))
         return
     print(table(rows))
     print(f"\n(delta = {rows[0]['delta']:g}; all methods composed: epsilon = {result['epsilon_composed']:.3f}; "
-          f"wall {result['wall_minutes']} min for this call; results in {out / 'results.json'})")
+          f"wall {result['wall_minutes']} min for this call; results in {out / 'results.json'}; "
+          f"report {result['report']})")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from torch import nn  # noqa: E402
 
 from privimage.models.edm import EDMLoss, EDMPrecond  # noqa: E402
 from privimage.models.unet import CONFIGS, UNet, count_parameters  # noqa: E402
-from privimage.privacy.clipping import make_clipping  # noqa: E402
+from privimage.privacy.clipping import FastClipping, make_clipping  # noqa: E402
 from privimage.privacy.clipping.exact import clip_factors, clipped_sum_by_loop, loop_grads  # noqa: E402
 from privimage.privacy.dpsgd import DPSGD  # noqa: E402
 from privimage.privacy.rng import NoiseSource  # noqa: E402
@@ -110,7 +110,12 @@ class _Wrapped:
         return self.gsm(*args)
 
 
+CONV_PER_EXAMPLE = ["grouped"]  # --conv-per-example: how the fast engine instantiates conv weight gradients
+
+
 def clipping_for(engine: str, net: nn.Module):
+    if engine == "fast":
+        return FastClipping(conv_per_example=CONV_PER_EXAMPLE[0])
     return OpacusClipping(net) if engine == "opacus" else make_clipping(engine)
 
 
@@ -181,7 +186,8 @@ def peak_mb_of(engine: str, args, device) -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     cmd = [sys.executable, __file__, "--config", args.config, "--batch", str(args.batch), "--multiplicity",
            str(args.multiplicity), "--micro-batch", str(args.micro_batch or args.batch), "--memory-of", engine,
-           "--precision", args.precision, *(["--channels-last"] if args.channels_last else [])]
+           "--precision", args.precision, "--conv-per-example", args.conv_per_example,
+           *(["--channels-last"] if args.channels_last else [])]
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
@@ -214,9 +220,12 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last model and inputs, every engine alike")
     p.add_argument("--error-examples", type=int, default=4, help="examples checked against the loop")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--conv-per-example", default="grouped", choices=["grouped", "unfold"],
+                   help="fast engine: conv weight gradients per example by a grouped conv backward or unfold + bmm")
     p.add_argument("--memory-of", choices=ENGINES, help=argparse.SUPPRESS)  # internal: one step, print max RSS
     args = p.parse_args()
     device, dtype = torch.device(args.device), PRECISIONS[args.precision]
+    CONV_PER_EXAMPLE[0] = args.conv_per_example
     if args.memory_of:
         net = model(args.config, device, args.channels_last)
         loss_fn, batch = data(net, args.batch, args.multiplicity, device, args.channels_last)
@@ -248,14 +257,15 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     result = {"rows": rows, "device": f"{device.type} {name}", "config": args.config, "batch": args.batch,
               "multiplicity": args.multiplicity, "precision": args.precision, "channels_last": args.channels_last,
-              "torch": torch.__version__, "params": count_parameters(net), "threads": torch.get_num_threads(),
+              "conv_per_example": args.conv_per_example, "torch": torch.__version__, "params": count_parameters(net), "threads": torch.get_num_threads(),
               "secure_noise_ms_per_step": round(secure_ms, 1), "torch_randn_ms_per_step": round(randn_ms, 1)}
     if args.json:
         print(json.dumps(result))
         return
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {result['device']}  threads={result['threads']}  "
           f"torch={torch.__version__}  {args.config} ({result['params'] / 1e6:.2f}M params)  B={args.batch} "
-          f"K={args.multiplicity}  {args.precision}{'  channels_last' if args.channels_last else ''}  steps={args.steps}  load average {' '.join(f'{x:.1f}' for x in _load())}")
+          f"K={args.multiplicity}  {args.precision}{'  channels_last' if args.channels_last else ''}  "
+          f"conv={args.conv_per_example}  steps={args.steps}  load average {' '.join(f'{x:.1f}' for x in _load())}")
     print("| engine | ms/step | examples/s | peak MB | ratio to non-private | max rel. error vs loop |")
     print("|---|---|---|---|---|---|")
     for r in rows:

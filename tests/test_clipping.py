@@ -29,10 +29,10 @@ def median_norm(module, loss_fn, batch):
     return sorted(norms)[len(norms) // 2]
 
 
-def check(module, loss_fn, batch, tol=1e-4):
+def check(module, loss_fn, batch, tol=1e-4, **options):
     c = median_norm(module, loss_fn, batch)
     ref = clipped_sum_by_loop(module, loss_fn, batch, max_grad_norm=c)
-    sums, losses = FastClipping()(module, loss_fn, batch, max_grad_norm=c)
+    sums, losses = FastClipping(**options)(module, loss_fn, batch, max_grad_norm=c)
     assert set(sums) == set(ref) and losses.shape == (len(batch[0]),)
     assert rel_error(sums, ref) < tol
     return sums
@@ -64,14 +64,15 @@ def test_wide_linear_instantiates_and_narrow_uses_ghost_norm():
     dict(in_channels=3, out_channels=5, kernel_size=1),
 ])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_conv2d_any_geometry_and_channels_last(conv, channels_last):
+@pytest.mark.parametrize("per_example", ["grouped", "unfold"])
+def test_conv2d_any_geometry_and_channels_last(conv, channels_last, per_example):
     torch.manual_seed(2)
     net = nn.Sequential(nn.Conv2d(**conv), nn.SiLU(), nn.Conv2d(conv["out_channels"], 2, 3, stride=2))
     x = torch.randn(6, 3, 8, 8) if conv["kernel_size"] != (3, 2) else torch.randn(6, 3, 5, 5)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.to(memory_format=torch.channels_last)
-    check(net, seq_loss, (x,))
+    check(net, seq_loss, (x,), conv_per_example=per_example)
 
 
 def test_conv_input_that_is_a_non_contiguous_view():
@@ -132,15 +133,22 @@ def unet(seed=0):
     return net
 
 
-@pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_real_unet_with_attention_and_multiplicity(k, channels_last):
+@pytest.mark.parametrize("k, channels_last, per_example", [
+    (1, False, "grouped"), (3, False, "grouped"), (1, True, "grouped"), (3, True, "grouped"),
+    (3, False, "unfold"), (3, True, "unfold"),
+])
+def test_real_unet_with_attention_and_multiplicity(k, channels_last, per_example):
     net = unet()
     loss_fn, batch = edm_batch(net, 4, k)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         batch = (batch[0].to(memory_format=torch.channels_last), *batch[1:])
-    check(net, loss_fn, batch)
+    check(net, loss_fn, batch, conv_per_example=per_example)
+
+
+def test_unknown_conv_per_example_is_refused():
+    with pytest.raises(ValueError, match="conv_per_example must be one of"):
+        FastClipping(conv_per_example="im2col")
 
 
 def test_micro_batches_add_up_to_the_logical_batch():

@@ -99,6 +99,22 @@ def test_report_shows_every_piece_escaped(tmp_path):
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing external
 
 
+def test_report_over_methods_run_in_separate_directories(tmp_path):
+    """bench/cifar10.py's one report of a rung: each method brings its own folder and metrics."""
+    run = make_run_dir(tmp_path)
+    other = tmp_path / "elsewhere" / "random"  # a method run in its own run directory
+    shutil.copytree(run / "privimage", other)
+    (other / "ledger.json").write_text((run / "privimage" / "ledger.json").read_text().replace("9.8765", "9.1234"))
+    merged = {"delta": 1e-5, "epsilon_composed": 14.5, "methods": {"privimage": {"ca": 0.81, "epsilon": 9.8765},
+                                                                   "random": {"ca": 0.33, "epsilon": 9.1234}}}
+    out = tmp_path / "rung.html"
+    assert write_report(run, path=out, methods=[run / "privimage", other], metrics=merged, title="rung <x>") == out
+    page = out.read_text()
+    assert "<h1>rung &lt;x&gt;</h1>" in page and "0.33" in page and "9.123" in page and "14.5" in page
+    assert "samples: random" in page and "samples: privimage" in page
+    assert not (run / "report.html").exists()  # the run's own report is left alone
+
+
 def test_report_of_a_bare_directory_says_not_available(tmp_path):
     page = render_report(tmp_path)
     assert page.count("not available") >= 8

@@ -75,15 +75,22 @@ def method_dirs(run: Path) -> list[Path]:
     return sorted(found, key=lambda d: (rank.get(d.name, len(rank)), d.name))
 
 
-def render_report(run_dir: str | Path) -> str:
-    """The report of `run_dir` as an HTML string."""
+def render_report(run_dir: str | Path, *, methods: list[Path] | None = None, metrics: dict | None = None,
+                  title: str | None = None) -> str:
+    """The report of `run_dir` as an HTML string.
+
+    A report over runs made separately (bench/cifar10.py runs each method in its own run directory, so
+    each has its own ledger) passes `methods` (method folders, each with its ledger, samples and logs)
+    and their merged `metrics`; config, selection, previews and provenance still come from `run_dir`.
+    """
     from privimage.evaluate import report_sections as sections  # they use the helpers above
 
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: not a run directory")
-    config, metrics, selection = (read_json(run / f) for f in ("config.json", "metrics.json", "selection.json"))
-    methods = method_dirs(run)
+    config, own_metrics, selection = (read_json(run / f) for f in ("config.json", "metrics.json", "selection.json"))
+    metrics = own_metrics if metrics is None else metrics
+    methods = method_dirs(run) if methods is None else methods
     ledgers = {m.name: read_json(m / "ledger.json") for m in methods}
     class_names = sections.class_names(run, selection, methods)
     parts = [  # (anchor, title, html): one entry of the table of contents each
@@ -104,19 +111,21 @@ def render_report(run_dir: str | Path) -> str:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = "".join(f'<li><a href="#{anchor}">{esc(title)}</a></li>' for anchor, title, _ in parts)
     generator = (config or {}).get("generator", "diffusion")  # the generator family (generators.py)
-    body = [f"<h1>privimage run {esc(run.resolve().name)}</h1><p>{esc(str(run.resolve()))}, report written {stamp}; "
+    title = title or f"privimage run {run.resolve().name}"
+    body = [f"<h1>{esc(title)}</h1><p>{esc(str(run.resolve()))}, report written {stamp}; "
             f"generator family: {esc(generator)} (PrivImage+{esc(generator[:1].upper())})</p>",
             sections.headline(metrics, ledgers), f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>"]
     body += [f'<section id="{anchor}"><h2>{esc(title)}</h2>{content}</section>' for anchor, title, content in parts]
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>privimage report: '
-            f'{esc(run.resolve().name)}</title><style>{STYLE}</style></head><body>{"".join(body)}</body></html>\n')
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<style>{STYLE}</style></head><body>{"".join(body)}</body></html>\n')
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write RUN_DIR/report.html (temp file + rename) and return its path."""
+def write_report(run_dir: str | Path, *, path: str | Path | None = None, **kwargs) -> Path:
+    """Write RUN_DIR/report.html, or `path` (temp file + rename), and return its path; kwargs: render_report's."""
     run = Path(run_dir)
-    text = render_report(run)
-    path, tmp = run / "report.html", run / "report.html.tmp"
+    text = render_report(run, **kwargs)
+    path = run / "report.html" if path is None else Path(path)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
     return path

@@ -15,18 +15,20 @@ Contract (checked where possible, otherwise documented):
   * no in-place op on a hooked layer's output (detected: raises, use clipping="exact").
 """
 
+import functools
 import logging
 
 import torch
 from torch import nn
 
 from privimage.privacy.clipping.exact import ExactClipping, clip_factors
-from privimage.privacy.clipping.rules import rule_for
+from privimage.privacy.clipping.rules import CONV_PER_EXAMPLE, conv2d, rule_for
 
 log = logging.getLogger(__name__)
 
 
-def plan(module: nn.Module) -> tuple[list[tuple[str, nn.Module, object]], list[str]]:
+def plan(module: nn.Module, *, conv_per_example: str = "grouped"
+         ) -> tuple[list[tuple[str, nn.Module, object]], list[str]]:
     """([(prefix, layer, rule)] for layers with trainable parameters, [why each unsupported one is])."""
     layers, unsupported = [], []
     for prefix, layer in module.named_modules():
@@ -36,7 +38,8 @@ def plan(module: nn.Module) -> tuple[list[tuple[str, nn.Module, object]], list[s
         if rule is None:
             unsupported.append(f"{prefix or '<root>'} ({why})")
         else:
-            layers.append((prefix, layer, rule))
+            layers.append((prefix, layer, functools.partial(conv2d, per_example=conv_per_example)
+                           if rule is conv2d else rule))
     return layers, unsupported
 
 
@@ -45,13 +48,17 @@ class FastClipping:
 
     name = "fast"
 
-    def __init__(self):
+    def __init__(self, *, conv_per_example: str = "grouped"):
+        """conv_per_example: "grouped" or "unfold", how a conv's per-example weight gradient is instantiated."""
+        if conv_per_example not in CONV_PER_EXAMPLE:
+            raise ValueError(f"conv_per_example must be one of {sorted(CONV_PER_EXAMPLE)}, got {conv_per_example!r}")
+        self.conv_per_example = conv_per_example
         self._plans: dict[int, tuple] = {}  # id(module) -> plan(module)
         self._exact = ExactClipping()
 
     def __call__(self, module: nn.Module, loss_fn, batch: tuple, *, max_grad_norm: float):
         if id(module) not in self._plans:
-            self._plans[id(module)] = plan(module)
+            self._plans[id(module)] = plan(module, conv_per_example=self.conv_per_example)
             if self._plans[id(module)][1]:
                 log.warning("fast clipping has no rule for %s: this model uses the exact torch.func clipping",
                             ", ".join(self._plans[id(module)][1]))

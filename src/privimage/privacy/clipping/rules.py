@@ -85,8 +85,12 @@ def linear(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
     return _combine(terms)
 
 
-def conv2d(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
-    """Conv2d (groups=1, zero padding): an unfold turns it into a Linear over the output pixels."""
+def conv2d(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int, *, per_example: str = "grouped") -> Term:
+    """Conv2d (groups=1, zero padding): an unfold turns it into a Linear over the output pixels.
+
+    per_example: how an instantiated weight gradient is computed, "grouped" (one grouped convolution
+    backward) or "unfold" (unfold + batched matmul); see CONV_PER_EXAMPLE.
+    """
     n, c_out = g.shape[:2]
     r = n // b
     G = g.reshape(b, r, c_out, -1).float()  # (B, r, C_out, L); reshape copies a channels_last tensor
@@ -121,7 +125,7 @@ def conv2d(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
 
             terms["weight"] = Term(torch.cat(sq), clipped_ghost)
         else:
-            gw = _conv_weight_per_example(layer, a, g, b)  # (B, C_out, d_in)
+            gw = CONV_PER_EXAMPLE[per_example](layer, a, g, b)  # (B, C_out, d_in)
             terms["weight"] = Term(gw.pow(2).sum((1, 2)),
                                    lambda c: {"weight": torch.einsum("b,boi->oi", c, gw).reshape(layer.weight.shape)})
     return _combine(terms)
@@ -143,6 +147,33 @@ def _conv_weight_per_example(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor,
     gw = torch.ops.aten.convolution_backward(gy, x, weight, None, list(layer.stride), list(layer.padding),
                                              list(layer.dilation), False, [0, 0], b, [False, True, False])[1]
     return gw.reshape(b, c_out, -1)
+
+
+def _conv_weight_per_example_unfold(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int) -> torch.Tensor:
+    """The same (B, C_out, C_in*kh*kw) by unfold + one batched matmul per chunk of examples.
+
+    The alternative for GPUs: on an H200 our fast step was no faster than vmap (docs/benchmarks.md), and
+    the grouped convolution backward with B groups is the suspect; a bmm of (C_out, r*L) by (r*L, d_in) per
+    example is the shape matmul kernels favour. Chunks keep each unfold under UNFOLD_BYTES. On this CPU
+    the grouped path is faster, so it stays the default until a GPU measurement says otherwise.
+    """
+    n, c_out = g.shape[:2]
+    r, L = n // b, g.shape[2] * g.shape[3]
+    d_in = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+    chunk = max(1, UNFOLD_BYTES // (4 * r * d_in * L))
+    out = []
+    for lo in range(0, b, chunk):
+        hi = min(b, lo + chunk)
+        u = F.unfold(a[lo * r:hi * r].float(), layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
+                     stride=layer.stride)  # (n', d_in, L)
+        u = u.reshape(hi - lo, r, d_in, L).transpose(1, 2).reshape(hi - lo, d_in, r * L)
+        gc = g[lo * r:hi * r].float().reshape(hi - lo, r, c_out, L).transpose(1, 2).reshape(hi - lo, c_out, r * L)
+        out.append(torch.bmm(gc, u.transpose(1, 2)))  # (b', C_out, d_in)
+    return torch.cat(out)
+
+
+# Ways to instantiate per-example conv weight gradients (FastClipping(conv_per_example=...)).
+CONV_PER_EXAMPLE = {"grouped": _conv_weight_per_example, "unfold": _conv_weight_per_example_unfold}
 
 
 def group_norm(layer: nn.GroupNorm, a: torch.Tensor, g: torch.Tensor, b: int) -> Term:
