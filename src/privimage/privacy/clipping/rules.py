@@ -100,26 +100,20 @@ def conv2d(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor, b: int, *, per_ex
         gb = G.sum((1, 3))  # (B, C_out)
         terms["bias"] = Term(gb.pow(2).sum(1), lambda c: {"bias": c @ gb})
     if "weight" in trainable:
-        d_in = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+        d_in, chunk = _unfold_sizes(layer, g, b)
         L = G.shape[-1]
-
-        def unfold(lo: int, hi: int) -> torch.Tensor:  # examples lo..hi-1 as (hi-lo, r, d_in, L) fp32
-            x = a[lo * r:hi * r].float()
-            u = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
-            return u.reshape(hi - lo, r, d_in, L)
-
-        chunk = max(1, UNFOLD_BYTES // (4 * r * d_in * L))
         if _ghost_cheaper(r * L, d_in, c_out):
             sq = []
             for lo in range(0, b, chunk):
-                U = unfold(lo, min(b, lo + chunk)).permute(0, 1, 3, 2).flatten(1, 2)  # (b', T, d_in)
+                U = _unfold(layer, a, lo, min(b, lo + chunk), r, L)
+                U = U.permute(0, 1, 3, 2).flatten(1, 2)  # (b', T, d_in)
                 Gc = G[lo:lo + chunk].permute(0, 1, 3, 2).flatten(1, 2)  # (b', T, C_out)
                 sq.append((torch.bmm(U, U.transpose(1, 2)) * torch.bmm(Gc, Gc.transpose(1, 2))).sum((1, 2)))
 
             def clipped_ghost(c):
                 total = 0
                 for lo in range(0, b, chunk):
-                    U = unfold(lo, min(b, lo + chunk))  # (b', r, d_in, L)
+                    U = _unfold(layer, a, lo, min(b, lo + chunk), r, L)  # (b', r, d_in, L)
                     total = total + torch.einsum("b,bkol,bkil->oi", c[lo:lo + chunk], G[lo:lo + chunk], U)
                 return {"weight": total.reshape(layer.weight.shape)}
 
@@ -155,21 +149,33 @@ def _conv_weight_per_example_unfold(layer: nn.Conv2d, a: torch.Tensor, g: torch.
     The alternative for GPUs: on an H200 our fast step was no faster than vmap (docs/benchmarks.md), and
     the grouped convolution backward with B groups is the suspect; a bmm of (C_out, r*L) by (r*L, d_in) per
     example is the shape matmul kernels favour. Chunks keep each unfold under UNFOLD_BYTES. On this CPU
-    the grouped path is faster, so it stays the default until a GPU measurement says otherwise.
+    the grouped path is faster (3.97x vs 2.76x a non-private step), so it stays the default until a GPU
+    measurement says otherwise.
     """
     n, c_out = g.shape[:2]
     r, L = n // b, g.shape[2] * g.shape[3]
-    d_in = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
-    chunk = max(1, UNFOLD_BYTES // (4 * r * d_in * L))
+    d_in, chunk = _unfold_sizes(layer, g, b)
     out = []
     for lo in range(0, b, chunk):
         hi = min(b, lo + chunk)
-        u = F.unfold(a[lo * r:hi * r].float(), layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
-                     stride=layer.stride)  # (n', d_in, L)
-        u = u.reshape(hi - lo, r, d_in, L).transpose(1, 2).reshape(hi - lo, d_in, r * L)
+        u = _unfold(layer, a, lo, hi, r, L).transpose(1, 2).reshape(hi - lo, d_in, r * L)
         gc = g[lo * r:hi * r].float().reshape(hi - lo, r, c_out, L).transpose(1, 2).reshape(hi - lo, c_out, r * L)
         out.append(torch.bmm(gc, u.transpose(1, 2)))  # (b', C_out, d_in)
     return torch.cat(out)
+
+
+def _unfold_sizes(layer: nn.Conv2d, g: torch.Tensor, b: int) -> tuple[int, int]:
+    """(d_in = C_in*kh*kw, examples per unfold chunk so that one chunk stays under UNFOLD_BYTES)."""
+    r, L = g.shape[0] // b, g.shape[2] * g.shape[3]
+    d_in = layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+    return d_in, max(1, UNFOLD_BYTES // (4 * r * d_in * L))
+
+
+def _unfold(layer: nn.Conv2d, a: torch.Tensor, lo: int, hi: int, r: int, L: int) -> torch.Tensor:
+    """The conv input of examples lo..hi-1 (their r copies each) unfolded: (hi-lo, r, d_in, L) fp32."""
+    u = F.unfold(a[lo * r:hi * r].float(), layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
+                 stride=layer.stride)  # (n', d_in, L)
+    return u.reshape(hi - lo, r, -1, L)
 
 
 # Ways to instantiate per-example conv weight gradients (FastClipping(conv_per_example=...)).
