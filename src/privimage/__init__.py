@@ -24,6 +24,10 @@ import os
 # here, before any privimage module imports torch; an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Freed memory stays in the process (glibc malloc would unmap it and page it in again every DP step,
+# 3-4x the fast clipping's cost on CPU; see memory.py). PRIVIMAGE_KEEP_FREED_MEMORY=0 opts out.
+KEEPS_FREED_MEMORY = importlib.import_module("privimage.memory").keep_freed_memory()
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it (an explicit table; nothing is found by string search)
