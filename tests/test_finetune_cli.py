@@ -53,3 +53,19 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["finetune", "--config", "tiny", "--sensitive", str(private), "--out", str(tmp_path / "ft"),
                  "--epsilon", "1", "--delta", "1e-4", "--batch", "100"]) == 1
     assert "lower --batch" in capsys.readouterr().err
+
+
+def test_no_progress_silences_every_stage_bar(tmp_path, capsys, monkeypatch):
+    """--no-progress reaches the bars of the stage commands (they were drawn anyway: disable= was explicit)."""
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # restored after the test (--no-progress sets it)
+    public, private = write_set(tmp_path / "pub.npz", 24, 0), write_set(tmp_path / "priv.npz", 30, 1)
+    common = ["--seed", "0", "--device", "cpu", "--no-progress"]
+    assert main(["pretrain", "--data", str(public), "--out", str(tmp_path / "pre"), "--config", "tiny",
+                 "--steps", "2", "--batch", "4", *common]) == 0
+    assert main(["finetune", "--ckpt", str(tmp_path / "pre"), "--sensitive", str(private), "--out",
+                 str(tmp_path / "ft"), "--epsilon", "8", "--delta", "1e-4", "--steps", "2", "--batch", "6", *common]) == 0
+    assert main(["sample", "--ckpt", str(tmp_path / "ft"), "--n", "3", "--out", str(tmp_path / "s.npz"),
+                 "--steps", "2", *common]) == 0
+    err = capsys.readouterr().err
+    assert "privimage: DP fine-tuning" in err  # the messages stay
+    assert "it/s" not in err and "img/s" not in err and "%|" not in err, err

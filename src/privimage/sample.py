@@ -20,6 +20,7 @@ from tqdm import tqdm
 from privimage import distributed
 from privimage.errors import UserError
 from privimage.files import atomic_path
+from privimage.log import progress_enabled
 from privimage.models.edm import EDMPrecond, to_uint8
 
 
@@ -107,7 +108,7 @@ def generate(net: EDMPrecond, n: int, *, num_classes: int, steps: int = 50, guid
     out = np.zeros((n, cfg.img_resolution, cfg.img_resolution, cfg.in_channels), dtype=np.uint8)
     mine = distributed.block(n)  # range(n) in one process
     with tqdm(total=len(mine), desc=f"sample ({sampler}, {steps} steps)", unit="img",
-              disable=not (progress and distributed.is_main())) as bar:
+              disable=not (progress_enabled(progress) and distributed.is_main())) as bar:
         for start in range(mine.start, mine.stop, batch_size):
             idx = range(start, min(start + batch_size, mine.stop))
             latents = image_latents([seed + i for i in idx], shape, device)

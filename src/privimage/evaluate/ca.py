@@ -23,6 +23,7 @@ from privimage.data.tensors import to_model_space
 from privimage.device import resolve_device
 from privimage.errors import UserError
 from privimage.evaluate.classifiers import CLASSIFIERS, Recipe
+from privimage.log import progress_enabled
 
 
 def check_compatible(train: ImageSet, test: ImageSet) -> None:
@@ -57,7 +58,7 @@ def train_classifier(
     x_all, y_all = to_model_space(train.x), torch.from_numpy(train.y)
     shuffle = torch.Generator().manual_seed(seed)
     net.train()
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, file=sys.stderr, leave=False)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress_enabled(progress), file=sys.stderr, leave=False)
     for _ in bar:
         order = torch.randperm(len(train), generator=shuffle)
         for i in range(steps_per_epoch):

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from privimage.data.tensors import to_uint8
+from privimage.log import progress_enabled
 from privimage.sample import balanced_labels, image_latents
 
 
@@ -198,7 +199,7 @@ def generate(gan: GAN, n: int, *, seed: int = 0, batch_size: int = 500, device="
     G = standing_stats(gan.G.to(device), seed=seed)
     y = balanced_labels(n, c.num_classes)
     out = np.empty((n, c.img_resolution, c.img_resolution, c.in_channels), dtype=np.uint8)
-    with tqdm(total=n, desc="sample (GAN)", unit="img", disable=not progress) as bar:
+    with tqdm(total=n, desc="sample (GAN)", unit="img", disable=not progress_enabled(progress)) as bar:
         for start in range(0, n, batch_size):
             idx = range(start, min(start + batch_size, n))
             z = image_latents([seed + i for i in idx], (c.z_dim,), device)  # (b, z_dim)

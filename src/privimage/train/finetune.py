@@ -38,6 +38,7 @@ from privimage import distributed
 from privimage.data import ImageSet
 from privimage.device import resolve_device
 from privimage.errors import UserError
+from privimage.log import progress_enabled
 from privimage.models.edm import EDMLoss, EDMPrecond, to_model_space
 from privimage.privacy import noise_key
 from privimage.privacy.accountant import calibrate_for_ledger  # noqa: F401 (re-exported: privimage.calibrate_for_ledger)
@@ -176,7 +177,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
     x_all, y_all = torch.from_numpy(sensitive.x).to(device), torch.from_numpy(sensitive.y).to(device)
     runlog = RunLog(out_dir, start_step=start, timed=False) if main else None  # no speed: it follows the batch sizes
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune (sigma={noise_multiplier:.3g}, q={q:.3g})",
-               disable=not (progress and main))
+               disable=not (progress_enabled(progress) and main))
     for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
         # The logical batch in micro-batches of config.micro_batch, dealt round-robin to the processes; the
         # loss draws of micro-batch c come from (key, step, c): per micro-batch (memory stays bounded by

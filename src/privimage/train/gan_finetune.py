@@ -41,6 +41,7 @@ from privimage.data import ImageSet
 from privimage.data.tensors import to_model_space
 from privimage.device import resolve_device
 from privimage.errors import UserError
+from privimage.log import progress_enabled
 from privimage.models.gan import GAN, d_fake_loss, d_real_loss, g_loss
 from privimage.privacy import noise_key
 from privimage.privacy.dpsgd import DPSGD, check_dp_compatible
@@ -109,7 +110,7 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
     real_loss = functools.partial(d_real_loss, ac_weight=train.ac_weight)  # per example: hinge + auxiliary CE
     runlog = RunLog(out_dir, start_step=start, timed=False)  # no speed: it follows the realised batch sizes
     bar = tqdm(total=steps, initial=start, desc=f"DP fine-tune GAN (sigma={noise_multiplier:.3g}, q={q:.3g})",
-               disable=not progress)
+               disable=not progress_enabled(progress))
     for step, idx in engine.batches(len(sensitive), steps=steps, start=start):
         public = noise.torch_generator(stream=f"{name}/gan", counter=step, device=device)  # not data-dependent
         z_d, y_d = fake_batch(gan, n_fake, generator=public)

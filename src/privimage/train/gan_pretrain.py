@@ -23,6 +23,7 @@ from tqdm import tqdm
 from privimage.data import ImageSet
 from privimage.device import resolve_device
 from privimage.errors import UserError
+from privimage.log import progress_enabled
 from privimage.models.gan import GAN, d_fake_loss, d_real_loss, g_loss
 from privimage.data.tensors import to_model_space
 from privimage.privacy.rng import noise_generator
@@ -94,7 +95,7 @@ def pretrain_gan(gan: GAN, images: ImageSet, *, config: PretrainConfig, train: G
     sums = torch.zeros(2, device=device)  # D and G losses since the last log line
     b = config.batch_size
     bar = tqdm(range(start, config.steps), desc="pretrain (GAN)", initial=start, total=config.steps,
-               disable=not progress)
+               disable=not progress_enabled(progress))
     for step in bar:
         # D step: hinge loss on public images (real) and on fakes (G's output, detached).
         idx = torch.randint(len(images), (b,), generator=generator, device=device)

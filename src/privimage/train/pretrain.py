@@ -25,6 +25,7 @@ from tqdm import tqdm
 from privimage import distributed
 from privimage.data import ImageSet
 from privimage.errors import UserError
+from privimage.log import progress_enabled
 from privimage.models.edm import EDMLoss, EDMPrecond, to_model_space
 from privimage.privacy.rng import noise_generator
 from privimage.train.checkpoint import JSON_FILE, load_checkpoint, save_checkpoint
@@ -97,7 +98,7 @@ def pretrain(net: EDMPrecond, images: ImageSet, *, config: PretrainConfig, out_d
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     loss_sum = torch.zeros((), device=device)
     bar = tqdm(range(start, config.steps), desc="pretrain", initial=start, total=config.steps,
-               disable=not (progress and main))
+               disable=not (progress_enabled(progress) and main))
     for step in bar:
         idx = torch.randint(len(images), (local_batch,), generator=generator, device=device)
         x = to_model_space(x_all[idx])  # (B, C, H, W) in [-1, 1]
