@@ -19,6 +19,8 @@ stays cheap and the command line does not load what it does not need.
 import importlib
 import os
 
+from privimage.memory import keep_freed_memory
+
 # OpenMP threads that spin while they wait made DP fine-tuning ~10x slower on a CPU shared with other
 # processes (docs/benchmarks.md); PASSIVE waiters sleep. libgomp reads it when torch loads, so it is set
 # here, before any privimage module imports torch; an explicit OMP_WAIT_POLICY wins.
@@ -26,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Freed memory stays in the process (glibc malloc would unmap it and page it in again every DP step,
 # 3-4x the fast clipping's cost on CPU; see memory.py). PRIVIMAGE_KEEP_FREED_MEMORY=0 opts out.
-KEEPS_FREED_MEMORY = importlib.import_module("privimage.memory").keep_freed_memory()
+KEEPS_FREED_MEMORY = keep_freed_memory()
 
 __version__ = "0.1.0"
 
