@@ -37,9 +37,9 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from privimage.memory import release_freed_memory  # noqa: E402
 from privimage.models.edm import EDMLoss, EDMPrecond  # noqa: E402
 from privimage.models.unet import CONFIGS, UNet, count_parameters  # noqa: E402
-from privimage.memory import release_freed_memory  # noqa: E402
 from privimage.privacy.clipping import FastClipping, make_clipping  # noqa: E402
 from privimage.privacy.clipping.exact import clip_factors, clipped_sum_by_loop, loop_grads  # noqa: E402
 from privimage.privacy.dpsgd import DPSGD  # noqa: E402

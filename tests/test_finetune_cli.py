@@ -63,7 +63,8 @@ def test_no_progress_silences_every_stage_bar(tmp_path, capsys, monkeypatch):
     assert main(["pretrain", "--data", str(public), "--out", str(tmp_path / "pre"), "--config", "tiny",
                  "--steps", "2", "--batch", "4", *common]) == 0
     assert main(["finetune", "--ckpt", str(tmp_path / "pre"), "--sensitive", str(private), "--out",
-                 str(tmp_path / "ft"), "--epsilon", "8", "--delta", "1e-4", "--steps", "2", "--batch", "6", *common]) == 0
+                 str(tmp_path / "ft"), "--epsilon", "8", "--delta", "1e-4", "--steps", "2", "--batch", "6",
+                 *common]) == 0
     assert main(["sample", "--ckpt", str(tmp_path / "ft"), "--n", "3", "--out", str(tmp_path / "s.npz"),
                  "--steps", "2", *common]) == 0
     err = capsys.readouterr().err

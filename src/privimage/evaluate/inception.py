@@ -85,7 +85,8 @@ def inception_features(
         raise UserError(f"FID needs (N, H, W, 1 or 3) uint8 images, got {images.shape} {images.dtype}")
     out = np.empty((len(images), FEATURE_DIM), dtype=np.float64)
     starts = range(0, len(images), batch_size)
-    for i in tqdm(starts, desc="Inception features", disable=not progress_enabled(progress), file=sys.stderr, leave=False):
+    for i in tqdm(starts, desc="Inception features", disable=not progress_enabled(progress), file=sys.stderr,
+                  leave=False):
         x = torch.from_numpy(images[i : i + batch_size]).to(device).permute(0, 3, 1, 2).float()  # (B, C, H, W)
         x = x.expand(-1, 3, -1, -1)  # grey -> RGB
         if x.shape[2:] != (INPUT_SIZE, INPUT_SIZE):

@@ -177,7 +177,8 @@ def predict_logits(model: Classifier, images: ImageSet | np.ndarray, *, batch_si
     device = next(model.parameters()).device
     model.eval()
     out = []
-    for start in tqdm(range(0, len(x), batch_size), desc="classify", disable=not progress_enabled(progress), leave=False):
+    for start in tqdm(range(0, len(x), batch_size), desc="classify", disable=not progress_enabled(progress),
+                      leave=False):
         batch = torch.from_numpy(x[start : start + batch_size]).to(device)
         out.append(model(to_model_input(batch, channels=model.channels, resolution=model.resolution)))
     return torch.cat(out) if out else torch.zeros(0, model.net.num_classes, device=device)
@@ -221,7 +222,8 @@ def train_classifier(public: ImageSet, *, config: ClassifierConfig, val_fraction
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = _make_optimizer(model, config)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train classifier", disable=not progress_enabled(progress))  # with ETA
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc="train classifier",  # with ETA
+               disable=not progress_enabled(progress))
     t0 = time.time()
     for epoch in range(config.epochs):
         model.train()
