@@ -70,3 +70,18 @@ def test_fid_against_the_training_split_is_refused_unless_labelled_nonprivate(di
     assert "FID is unavailable" in capsys.readouterr().err
     # CA alone never reads the training split for FID: no flag needed.
     assert main(base + ["--metrics", "ca", "--epochs", "1", "--fid-real-split", "train"]) == 0
+
+
+def test_evaluate_reads_the_demo_digits(tmp_path, capsys, monkeypatch):
+    """`--real demo:digits` is the demo's held-out test split: the same images the demo's own CA uses."""
+    monkeypatch.setenv("PRIVIMAGE_CACHE", str(tmp_path / "cache"))
+    from privimage.data import demo
+
+    train, test = demo.load_digits_split()
+    samples = tmp_path / "samples.npz"  # a perfect "generator": the demo's training digits
+    np.savez(samples, x=train.x, y=train.y)
+    assert main(["evaluate", "--samples", str(samples), "--real", "demo:digits", "--epochs", "4", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["ca_split"] == "test" and printed["ca"] > 0.8
+    assert main(["evaluate", "--samples", str(samples), "--real", "demo:digits", "--split", "val"]) == 1
+    assert "demo:digits has the splits train and test" in capsys.readouterr().err

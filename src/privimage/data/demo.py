@@ -94,6 +94,14 @@ def load_digits_split(*, resolution: int = 16, test_fraction: float = 0.25, seed
     return parts[0], parts[1]
 
 
+def digits(split: str, *, resolution: int = 16) -> ImageSet:
+    """One split ("train" or "test") of load_digits_split: what the `demo:digits` source names."""
+    parts = dict(zip(("train", "test"), load_digits_split(resolution=resolution)))
+    if split not in parts:
+        raise UserError(f"demo:digits has the splits train and test, not {split!r}")
+    return parts[split]
+
+
 def render_glyphs(*, per_class: int = 300, resolution: int = 16, seed: int = 0, classes: str = DEFAULT_CHARS,
                   cache: bool = True, progress: bool = True) -> ImageSet:
     """The public demo data: `per_class` jittered font renderings of each character in `classes`.

@@ -9,7 +9,7 @@
 import json
 from pathlib import Path
 
-from privimage.data import ImageSet, load_images
+from privimage.data import ImageSet, demo, load_images
 from privimage.errors import UserError
 from privimage.device import resolve_device
 from privimage.evaluate.ca import classification_accuracies
@@ -27,6 +27,13 @@ def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
     return items
 
 
+def load_real(source: str, split: str, resolution: int, channels: int) -> ImageSet:
+    """The real images to compare with: a path `load_images` reads, or the demo's digits (demo:digits)."""
+    if source == "demo:digits":
+        return demo.digits(split, resolution=resolution)
+    return load_images(source, split=split, resolution=resolution, channels=channels)
+
+
 def cmd_evaluate(args) -> int:
     metrics = parse_list(args.metrics, METRICS, "metric")
     fid_split = args.fid_real_split or args.split
@@ -40,7 +47,7 @@ def cmd_evaluate(args) -> int:
     classifiers = parse_list(args.classifiers, tuple(CLASSIFIERS), "classifier")
     x, y = load_samples(args.samples)
     res, ch = int(x.shape[1]), int(x.shape[3])  # read the real data at the samples' size and channels
-    test = load_images(args.real, split=args.split, resolution=res, channels=ch)
+    test = load_real(args.real, args.split, res, ch)
     if y.min() < 0 or y.max() >= len(test.classes):
         raise UserError(f"{args.samples}: labels must lie in [0, {len(test.classes)}) (the classes of {args.real}), "
                         f"got {y.min()}..{y.max()}")
@@ -48,7 +55,7 @@ def cmd_evaluate(args) -> int:
     device = resolve_device(args.device)
     out: dict = {"samples": str(args.samples), "n_synthetic": len(synthetic), "real": str(args.real)}
     if "ca" in metrics:
-        real_train = load_images(args.real, split="train", resolution=res, channels=ch) if args.real_reference else None
+        real_train = load_real(args.real, "train", res, ch) if args.real_reference else None
         ca = classification_accuracies(synthetic, test, classifiers=classifiers, real_train=real_train,
                                        epochs=args.epochs, seed=args.seed, device=device)
         out.update(ca_split=args.split, ca=ca["mean"], ca_per_classifier=ca["per_classifier"],
@@ -62,7 +69,7 @@ def cmd_evaluate(args) -> int:
         reference = load_stats(args.fid_stats) if args.fid_stats else None
         real = None
         if reference is None or "prd" in metrics:
-            real = load_images(args.real, split=fid_split, resolution=res, channels=ch)
+            real = load_real(args.real, fid_split, res, ch)
         out["fid_real_split"] = args.fid_stats or fid_split
         out["fid_nonprivate"] = nonprivate
         if "fid" in metrics:
@@ -109,7 +116,7 @@ def register(subparsers) -> None:
     """Add `evaluate` and `report` to the `privimage` parser."""
     p = subparsers.add_parser("evaluate", help="CA / FID / precision-recall of synthetic samples against real data")
     p.add_argument("--samples", required=True, help="samples.npz with x (N, H, W, C) uint8 and y (N,)")
-    p.add_argument("--real", required=True, help="real dataset (any format `privimage data info` reads)")
+    p.add_argument("--real", required=True, help="real dataset (any format `privimage data info` reads, or demo:digits)")
     p.add_argument("--split", default="test", help="real split the CA classifier is tested on (default test)")
     p.add_argument("--metrics", default="ca", help=f"comma list of {', '.join(METRICS)} (default ca)")
     p.add_argument("--classifiers", default="cnn", help=f"comma list of {', '.join(CLASSIFIERS)} (default cnn)")
@@ -133,7 +140,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser("fid-stats", help="FID statistics of a real dataset as a pytorch-fid .npz (mu, sigma)")
-    p.add_argument("path", help="real dataset (any format `privimage data info` reads)")
+    p.add_argument("path", help="real dataset (any format `privimage data info` reads, or demo:digits)")
     p.add_argument("--split", default="train", help="split (default train)")
     p.add_argument("--resolution", type=int, default=None, help="resize to R x R first (as the samples)")
     p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="1 gray, 3 RGB")
