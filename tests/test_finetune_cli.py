@@ -70,3 +70,14 @@ def test_no_progress_silences_every_stage_bar(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "privimage: DP fine-tuning" in err  # the messages stay
     assert "it/s" not in err and "img/s" not in err and "%|" not in err, err
+
+
+def test_pretrain_resume_reads_images_at_the_checkpoints_size(tmp_path, capsys):
+    """--resume continues the checkpoint's own U-Net: images at its 16 px grey, whatever --config says."""
+    public = write_set(tmp_path / "pub.npz", 24, 0)
+    common = ["--data", str(public), "--out", str(tmp_path / "pre"), "--batch", "4", "--seed", "0", "--device", "cpu"]
+    assert main(["pretrain", *common, "--config", "tiny", "--steps", "2"]) == 0
+    assert main(["pretrain", *common, "--config", "cifar10", "--steps", "4", "--resume"]) == 0  # 32 px RGB config
+    assert "resumed from" in capsys.readouterr().err
+    state = json.loads((tmp_path / "pre" / "state.json").read_text())
+    assert state["step"] == 4 and state["model"]["unet"]["nf"] == 8  # still the tiny U-Net

@@ -43,21 +43,20 @@ def _images(path, net_config: UNetConfig, what: str):
 
 
 def _pretrain(args) -> int:
-    probe = CONFIGS[args.config]
-    images = _images(args.data, probe, "public")
+    out = Path(args.out)
+    resumed = load_checkpoint(out).model(ema=False) if args.resume and (out / JSON_FILE).is_file() else None
+    # A resumed run reads the images at its own U-Net's size, whatever --config names.
+    images = _images(args.data, resumed.config if resumed else CONFIGS[args.config], "public")
     if args.selection:
         from privimage.semantic.selection import Selection, apply_selection
 
         images = apply_selection(images, Selection.load(args.selection))
-    out = Path(args.out)
-    if args.resume and (out / JSON_FILE).is_file():
-        net = load_checkpoint(out).model(ema=False)
-    else:
-        net = new_model(args.config, len(images.classes))
+    net = resumed or new_model(args.config, len(images.classes))
     config = PretrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, hflip=args.hflip,
                             checkpoint_every=args.checkpoint_every)
     if distributed.is_main():
-        print(f"privimage: pre-training a {count_parameters(net):,}-parameter U-Net ({args.config}) on "
+        print(f"privimage: pre-training a {count_parameters(net):,}-parameter U-Net "
+              f"({'resumed from ' + str(out) if resumed else args.config}) on "
               f"{len(images)} images, {len(images.classes)} classes", file=sys.stderr)
     pretrain(net, images, config=config, out_dir=out, seed=args.seed, device=args.device, resume=args.resume)
     if distributed.is_main():
