@@ -168,6 +168,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=1))
         return
+    if not rows:
+        sys.exit(f"bench: no method has finished in {out} (methods asked for: {', '.join(methods)})")
     print(table(rows))
     print(f"\n(delta = {rows[0]['delta']:g}; all methods composed: epsilon = {result['epsilon_composed']:.3f}; "
           f"wall {result['wall_minutes']} min for this call; results in {out / 'results.json'}; "
