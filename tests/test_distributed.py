@@ -1,5 +1,6 @@
 """torchrun (gloo, 2 CPU processes): DP fine-tuning equals one process (also with empty shards) and survives a
-crashed rank; pre-training's all-reduced gradient is the global batch's; sharded sampling equals one process.
+crashed rank; pre-training's all-reduced gradient is the global batch's; sharded sampling (diffusion and GAN)
+equals one process.
 
 Each test launches `python -m torch.distributed.run --standalone --nproc_per_node 2` on a worker that is
 `privimage` itself (the CLI entry joins the process group), optionally with one step of one rank made
@@ -18,10 +19,13 @@ from safetensors.torch import load_file
 
 from privimage.cli import main
 from privimage.models.edm import EDMPrecond
+from privimage.models.gan import GAN, GANConfig
 from privimage.models.unet import CONFIGS, UNet
 from privimage.privacy.poisson import poisson_batches
 from privimage.privacy.rng import NoiseSource
 from privimage.train.checkpoint import save_checkpoint
+from privimage.train.ema import make_ema
+from privimage.train.gan_checkpoint import save_gan_checkpoint
 
 WORKER = '''
 import os, sys
@@ -146,6 +150,7 @@ import sys, torch
 from privimage import distributed
 from privimage.cli import main
 from privimage.models.edm import EDMPrecond
+from privimage.models.gan import GAN, GANConfig
 from privimage.models.unet import CONFIGS, UNet
 from privimage.train.pretrain import all_reduce_grads
 
@@ -169,18 +174,29 @@ if distributed.is_main():
     whole = float(loss(torch.arange(5)).mean().detach())
     print(f"GRADIENT relative error {worst:.3g} loss {float(total):.6f} {whole:.6f}",
           file=sys.stderr)
+import privimage.models.gan as gan_module
+drawn = []  # the GAN latents this process drew
+latents = gan_module.image_latents
+gan_module.image_latents = lambda seeds, *a, **k: drawn.extend(seeds) or latents(seeds, *a, **k)
 for argv in " ".join(sys.argv[1:]).split(" + "):
     if main(argv.split()) != 0:
         sys.exit(1)
+print(f"GANDRAWN {distributed.rank()} {len(drawn)}", file=sys.stderr)
 '''
 
 
 def test_pretraining_gradients_and_sampling_across_two_processes(inputs, tmp_path):
     (tmp_path / "worker.py").write_text(GRADIENT_CHECK)
     pre, samples = tmp_path / "pre", tmp_path / "two.npz"
+    torch.manual_seed(0)
+    gan = GAN(GANConfig(img_resolution=16, in_channels=1, num_classes=10, z_dim=8, g_width=16, d_width=4))
+    optimizers = {"d": torch.optim.Adam(gan.D.parameters()), "g": torch.optim.Adam(gan.G.parameters())}
+    save_gan_checkpoint(tmp_path / "gan", gan=gan, ema_g=make_ema(gan.G), optimizers=optimizers, step=0,
+                        kind="pretrain", config={})
     args = (f"pretrain --data {inputs / 'sensitive.npz'} --out {pre} --config tiny --steps 2 --batch 5 --seed 1 "
             f"--device cpu --no-progress + sample --ckpt {inputs / 'pre'} --n 8 --batch 4 --steps 2 "
-            f"--out {samples} --device cpu --no-progress").split()
+            f"--out {samples} --device cpu --no-progress + sample --ckpt {tmp_path / 'gan'} --n 9 --batch 4 "
+            f"--out {tmp_path / 'gan_two.npz'} --device cpu --no-progress").split()
     done = torchrun(tmp_path, args)
     assert done.returncode == 0, done.stderr[-3000:]
     # the all-reduced gradient of the shares (3 + 2 examples) is the gradient of the global mean loss
@@ -194,3 +210,11 @@ def test_pretraining_gradients_and_sampling_across_two_processes(inputs, tmp_pat
     np.testing.assert_array_equal(two["x"], one["x"])
     np.testing.assert_array_equal(two["y"], one["y"])
     assert two["x"][4:].any()  # rank 1's block arrived (not the zeros it was gathered into)
+    # the GAN too: each process drew only its block of the 9 latents (5 + 4), gathered they equal one process
+    drawn = sorted(line.split()[1:] for line in done.stderr.splitlines() if line.startswith("GANDRAWN"))
+    assert drawn == [["0", "5"], ["1", "4"]], done.stderr[-2000:]
+    assert main(["sample", "--ckpt", str(tmp_path / "gan"), "--n", "9", "--batch", "4",
+                 "--out", str(tmp_path / "gan_one.npz"), "--device", "cpu", "--no-progress"]) == 0
+    two, one = np.load(tmp_path / "gan_two.npz"), np.load(tmp_path / "gan_one.npz")
+    np.testing.assert_array_equal(two["x"], one["x"])
+    assert two["x"][5:].any()

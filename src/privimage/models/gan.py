@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from privimage import distributed
 from privimage.data.tensors import to_uint8
 from privimage.log import progress_enabled
 from privimage.sample import balanced_labels, image_latents
@@ -196,13 +197,17 @@ def generate(gan: GAN, n: int, *, seed: int = 0, batch_size: int = 500, device="
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
     c = gan.config
-    G = standing_stats(gan.G.to(device), seed=seed)
+    G = standing_stats(gan.G.to(device), seed=seed)  # the same statistics in every process (same seed)
     y = balanced_labels(n, c.num_classes)
-    out = np.empty((n, c.img_resolution, c.img_resolution, c.in_channels), dtype=np.uint8)
-    with tqdm(total=n, desc="sample (GAN)", unit="img", disable=not progress_enabled(progress)) as bar:
-        for start in range(0, n, batch_size):
-            idx = range(start, min(start + batch_size, n))
+    out = np.zeros((n, c.img_resolution, c.img_resolution, c.in_channels), dtype=np.uint8)
+    mine = distributed.block(n)  # under torchrun each process draws its block; range(n) in one process
+    with tqdm(total=len(mine), desc="sample (GAN)", unit="img",
+              disable=not (progress_enabled(progress) and distributed.is_main())) as bar:
+        for start in range(mine.start, mine.stop, batch_size):
+            idx = range(start, min(start + batch_size, mine.stop))
             z = image_latents([seed + i for i in idx], (c.z_dim,), device)  # (b, z_dim)
             out[start:idx.stop] = to_uint8(G(z, torch.from_numpy(y[start:idx.stop]).to(device)))
             bar.update(len(idx))
+    if distributed.world_size() > 1:
+        out = distributed.all_reduce_sum({"x": torch.from_numpy(out)})["x"].numpy()  # every process: all n images
     return out, y
