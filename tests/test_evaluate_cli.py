@@ -85,3 +85,5 @@ def test_evaluate_reads_the_demo_digits(tmp_path, capsys, monkeypatch):
     assert printed["ca_split"] == "test" and printed["ca"] > 0.8
     assert main(["evaluate", "--samples", str(samples), "--real", "demo:digits", "--split", "val"]) == 1
     assert "demo:digits has the splits train and test" in capsys.readouterr().err
+    assert main(["fid-stats", "demo:digits", "--split", "val", "--out", str(tmp_path / "stats.npz")]) == 1
+    assert "demo:digits has the splits train and test" in capsys.readouterr().err

@@ -27,10 +27,10 @@ def parse_list(text: str, allowed, what: str) -> tuple[str, ...]:
     return items
 
 
-def load_real(source: str, split: str, resolution: int, channels: int) -> ImageSet:
+def load_real(source: str, split: str, resolution: int | None, channels: int | None) -> ImageSet:
     """The real images to compare with: a path `load_images` reads, or the demo's digits (demo:digits)."""
     if source == "demo:digits":
-        return demo.digits(split, resolution=resolution)
+        return demo.digits(split, resolution=resolution or 16)
     return load_images(source, split=split, resolution=resolution, channels=channels)
 
 
@@ -98,7 +98,7 @@ def cmd_fid_stats(args) -> int:
     """Inception statistics (mu, sigma) of a real dataset, written in pytorch-fid's .npz convention."""
     from privimage.evaluate.fid import real_stats, save_stats
 
-    real = load_images(args.path, split=args.split, resolution=args.resolution, channels=args.channels)
+    real = load_real(args.path, args.split, args.resolution, args.channels)
     mu, sigma = real_stats(real, weights=args.fid_weights, device=resolve_device(args.device))
     save_stats(args.out, mu, sigma)
     print(args.out)
@@ -116,7 +116,8 @@ def register(subparsers) -> None:
     """Add `evaluate` and `report` to the `privimage` parser."""
     p = subparsers.add_parser("evaluate", help="CA / FID / precision-recall of synthetic samples against real data")
     p.add_argument("--samples", required=True, help="samples.npz with x (N, H, W, C) uint8 and y (N,)")
-    p.add_argument("--real", required=True, help="real dataset (any format `privimage data info` reads, or demo:digits)")
+    p.add_argument("--real", required=True,
+                   help="real dataset (any format `privimage data info` reads, or demo:digits)")
     p.add_argument("--split", default="test", help="real split the CA classifier is tested on (default test)")
     p.add_argument("--metrics", default="ca", help=f"comma list of {', '.join(METRICS)} (default ca)")
     p.add_argument("--classifiers", default="cnn", help=f"comma list of {', '.join(CLASSIFIERS)} (default cnn)")
