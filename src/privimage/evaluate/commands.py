@@ -39,7 +39,8 @@ def cmd_evaluate(args) -> int:
     fid_split = args.fid_real_split or args.split
     # FID / precision against the training split reads (if --real is the sensitive data) the sensitive images
     # un-noised: refused unless asked for, and labelled non-private in the output.
-    nonprivate = fid_split == "train" and args.fid_stats is None and bool({"fid", "prd"} & set(metrics))
+    reads_real = "prd" in metrics or ("fid" in metrics and args.fid_stats is None)  # --fid-stats spares FID only
+    nonprivate = fid_split == "train" and reads_real
     if nonprivate and not args.allow_nonprivate_fid:
         raise UserError("--fid-real-split train compares the samples with the training images: if those are the "
                         "sensitive images, that FID is not covered by the privacy guarantee. Compare with the "
