@@ -87,3 +87,35 @@ def test_evaluate_reads_the_demo_digits(tmp_path, capsys, monkeypatch):
     assert "demo:digits has the splits train and test" in capsys.readouterr().err
     assert main(["fid-stats", "demo:digits", "--split", "val", "--out", str(tmp_path / "stats.npz")]) == 1
     assert "demo:digits has the splits train and test" in capsys.readouterr().err
+
+
+def test_fid_stats_of_the_training_split_are_refused_unless_marked_nonprivate(digits_folder, tmp_path, capsys):
+    """`fid-stats` defaults to the held-out split; train statistics need the flag and carry a marker that makes
+    `evaluate --fid-stats` refuse them (and label the FID non-private when allowed)."""
+    from privimage.evaluate.fid import load_stats, save_stats, stats_nonprivate
+
+    root, samples = digits_folder
+    missing = str(tmp_path / "nope.pt")  # every refusal must come before any Inception is loaded
+    assert main(["fid-stats", str(root), "--split", "train", "--fid-weights", missing,
+                 "--out", str(tmp_path / "s.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "not covered by the privacy guarantee" in err and "--allow-nonprivate-fid" in err
+    assert not (tmp_path / "s.npz").exists()
+    assert main(["fid-stats", str(root), "--fid-weights", missing, "--out", str(tmp_path / "s.npz")]) == 1
+    assert "FID is unavailable" in capsys.readouterr().err  # the default (test) goes on to the weights
+
+    mu, sigma = np.zeros(2048), np.eye(2048)
+    save_stats(tmp_path / "train.npz", mu, sigma, nonprivate=True)
+    save_stats(tmp_path / "test.npz", mu, sigma)
+    np.savez(tmp_path / "other.npz", mu=mu, sigma=sigma)  # pytorch-fid's own files have no marker
+    assert stats_nonprivate(tmp_path / "train.npz")
+    assert not stats_nonprivate(tmp_path / "test.npz") and not stats_nonprivate(tmp_path / "other.npz")
+    np.testing.assert_array_equal(load_stats(tmp_path / "train.npz")[1], sigma)
+
+    base = ["evaluate", "--samples", str(samples), "--real", str(root), "--metrics", "fid", "--fid-weights", missing]
+    assert main(base + ["--fid-stats", str(tmp_path / "train.npz")]) == 1
+    assert "holds statistics of training images" in capsys.readouterr().err
+    for ok in (["--fid-stats", str(tmp_path / "train.npz"), "--allow-nonprivate-fid"],
+               ["--fid-stats", str(tmp_path / "other.npz")]):
+        assert main(base + ok) == 1  # goes on, and stops only at the missing weights
+        assert "FID is unavailable" in capsys.readouterr().err

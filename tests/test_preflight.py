@@ -129,6 +129,23 @@ def test_fid_compares_with_held_out_images_unless_nonprivate_is_allowed():
     assert real.source.endswith("|balanced first 45") and real.source.startswith(test.source)
 
 
+@pytest.mark.skipif(default_weights_path() is None, reason="FID weights (privimage[fid]) not installed")
+def test_fid_stats_of_training_images_are_refused_before_privacy_is_spent(tmp_path):
+    """evaluate.fid_stats written by `privimage fid-stats --split train` needs allow_nonprivate_fid, and is labelled."""
+    from privimage.evaluate.fid import save_stats
+
+    save_stats(tmp_path / "train.npz", np.zeros(2048), np.eye(2048), nonprivate=True)
+    save_stats(tmp_path / "test.npz", np.zeros(2048), np.eye(2048))
+    config = load_run_config(TINY_CONFIG, ["evaluate.metrics=[fid]", f"evaluate.fid_stats={tmp_path / 'train.npz'}"])
+    sensitive, test, _ = pf.load_data(config)
+    with pytest.raises(UserError, match="holds statistics of training images"):
+        pf.fid_images(config, sensitive, test)
+    config.evaluate.allow_nonprivate_fid = True
+    assert pf.fid_images(config, sensitive, test) == (None, True)
+    config = load_run_config(TINY_CONFIG, ["evaluate.metrics=[fid]", f"evaluate.fid_stats={tmp_path / 'test.npz'}"])
+    assert pf.fid_images(config, sensitive, test) == (None, False)
+
+
 def test_query_views_are_the_same_images_at_semantic_resolution():
     """semantic.resolution: the classifier and query see the same images, larger; the generator's stay as they are."""
     config = load_run_config(TINY_CONFIG, ["semantic.resolution=24"])

