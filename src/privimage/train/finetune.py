@@ -48,7 +48,7 @@ from privimage.privacy.rng import NoiseSource
 from privimage.train.checkpoint import JSON_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from privimage.train.ema import make_ema, update_ema
 from privimage.train.pretrain import check_images
-from privimage.train.runlog import RunLog
+from privimage.train.runlog import RunLog, log_private_step
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -197,11 +197,7 @@ def finetune(net: EDMPrecond, sensitive: ImageSet, *, config: FinetuneConfig, no
         bar.update(1)
         if not main:
             continue
-        runlog.count(config.batch_size)
-        if step % config.log_every == 0 or step == steps:
-            record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
-                                  noisy_grad_norm=round(float(stats["noisy_grad_norm"]), 6))
-            bar.set_postfix(eps=record["epsilon"])
+        log_private_step(runlog, bar, step=step, last=steps, every=config.log_every, ledger=ledger, stats=stats)
         if step % config.checkpoint_every == 0 or step == steps:
             save(step)
     bar.close()

@@ -51,7 +51,7 @@ from privimage.train.ema import make_ema, update_ema
 from privimage.train.finetune import FinetuneConfig, plan
 from privimage.train.gan_checkpoint import load_gan_checkpoint, restore_gan, save_gan_checkpoint
 from privimage.train.gan_pretrain import GANTrainConfig, check_gan_images, fake_batch, optimizers
-from privimage.train.runlog import RunLog
+from privimage.train.runlog import RunLog, log_private_step
 
 
 def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train: GANTrainConfig,
@@ -122,11 +122,7 @@ def finetune_gan(gan: GAN, sensitive: ImageSet, *, config: FinetuneConfig, train
         generator_step(G, D, opts["g"], z_g, y_g, ac_weight=train.ac_weight)
         update_ema(ema, G, decay=config.ema_decay, step=step)
         bar.update(1)
-        runlog.count(config.batch_size)
-        if step % config.log_every == 0 or step == steps:
-            record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
-                                  noisy_grad_norm=round(float(stats["noisy_grad_norm"]), 6))
-            bar.set_postfix(eps=record["epsilon"])
+        log_private_step(runlog, bar, step=step, last=steps, every=config.log_every, ledger=ledger, stats=stats)
         if step % config.checkpoint_every == 0 or step == steps:
             save(step)
     noise_key.delete(key_file)  # the last checkpoint is written: the release is final

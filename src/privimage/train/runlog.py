@@ -52,6 +52,15 @@ class RunLog:
         return record
 
 
+def log_private_step(runlog: RunLog, bar, *, step: int, last: int, every: int, ledger, stats: dict) -> None:
+    """DP fine-tuning's log line every `every` steps and at the `last`: epsilon so far (from the ledger) and the
+    norm of the NOISY gradient. Nothing else: batch sizes and speed follow the sensitive data un-noised."""
+    if step % every == 0 or step == last:
+        record = runlog.write(step, epsilon=round(ledger.epsilon(), 4),
+                              noisy_grad_norm=round(float(stats["noisy_grad_norm"]), 6))
+        bar.set_postfix(eps=record["epsilon"])
+
+
 def read_log(path: Path) -> list[tuple[str, dict]]:
     """(line, record) of every line of a log.jsonl; a torn LAST line (a kill mid-append) is skipped."""
     lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
