@@ -6,8 +6,8 @@ Stages, each in its own process with its own time limit (one failing leaves the 
  1. env        the card, driver and torch (nvidia-smi, torch.cuda).
  2. dpsgd      bench/dpsgd_speed.py on the cifar10 U-Net, B=256 examples x K=8 copies: bf16, bf16 with the
                conv rule's unfold + bmm instantiation (--conv-per-example unfold, the suspect of the first
-               H200 run) and bf16 + channels_last (non-private, fast), then fp32 (non-private, exact, fast,
-               Opacus).
+               H200 run), bf16 + channels_last and bf16 in micro-batches of 64 (memory; non-private, fast),
+               then fp32 (non-private, exact, fast, Opacus) while time allows.
  3. rung       the CIFAR-10 GPU rung (configs/cifar10_gpu.yaml), privimage and none as two concurrent
                `privimage run` processes, each its own release and ledger, CA only (FID afterwards from the
                returned samples: the standard Inception does not travel). pretrain.steps and finetune.epochs
@@ -89,12 +89,15 @@ def env_info() -> dict:
 
 
 def dpsgd(work: Path, device: str, budget: float, quick: bool) -> dict:
-    """bench/dpsgd_speed.py four ways; {variant: its JSON or None}."""
+    """bench/dpsgd_speed.py five ways; {variant: its JSON or None}."""
     b, k, steps = (4, 2, 1) if quick else (256, 8, 3)
     variants = {  # bf16 first: the rung is sized from it
         "bf16": (["nonprivate", "fast"], ["--precision", "bf16"]),
         "bf16_unfold": (["nonprivate", "fast"], ["--precision", "bf16", "--conv-per-example", "unfold"]),
         "bf16_channels_last": (["nonprivate", "fast"], ["--precision", "bf16", "--channels-last"]),
+        # Memory: 4 micro-batches of 64 examples (512 rows) per step; the 256-example pass peaked at 38 GiB
+        # (target <= 16 GiB) on 2026-12-04. Skipped before fp32 when time is short (the last ones are).
+        "bf16_micro64": (["nonprivate", "fast"], ["--precision", "bf16", "--micro-batch", "64" if not quick else "2"]),
         "fp32": (["nonprivate", "exact", "fast", "opacus"], []),
     }
     results = {}

@@ -55,12 +55,32 @@ def test_same_seed_same_accuracy_and_reference(digits):
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 @pytest.mark.parametrize("channels,size", [(1, 16), (3, 32), (3, 64)])
 def test_every_classifier_takes_1_or_3_channels_16_to_64px(name, channels, size):
-    if name == "wrn28-10" and size == 64:
-        pytest.skip("WRN-28-10 at 64 px: same code path as 32 px, too slow for a 2-core CPU test")
+    if name in ("wrn28-10", "resnext", "resnet164") and size == 64:
+        pytest.skip(f"{name} at 64 px: same code path as 32 px, too slow for a 2-core CPU test")
     net = CLASSIFIERS[name].build(in_channels=channels, num_classes=7).eval()
     with torch.no_grad():
         out = net(torch.zeros(2, channels, size, size))
     assert out.shape == (2, 7)
+
+
+def test_dpimagebench_classifiers_have_their_published_shapes():
+    """WRN-28-10 ~36.5M parameters; ResNet-164 of basic blocks: 27 per stage; ResNeXt: 2 bottlenecks per stage of
+    8 groups, widths 640 / 1280 / 2560."""
+    from privimage.evaluate.classifiers import CifarResNet, ResNeXt, Shortcut
+
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    wrn = CLASSIFIERS["wrn28-10"].build(in_channels=3, num_classes=10)
+    assert 36.4e6 < count(wrn) < 36.6e6
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in wrn.modules())
+    resnet = CifarResNet(3, 10)
+    assert sum(isinstance(m, Shortcut) for m in resnet.modules()) == 3 * 27
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in resnet.modules()) == 163
+    resnext = ResNeXt(3, 10)
+    blocks = [m for m in resnext.modules() if isinstance(m, Shortcut)]
+    assert len(blocks) == 6
+    grouped = [m for m in resnext.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert [m.groups for m in grouped] == [8] * 6 and grouped[-1].in_channels == 8 * 2560 // 10
+    assert resnext.head.in_features == 2560
 
 
 def test_resnet9_recipe_is_the_papers():

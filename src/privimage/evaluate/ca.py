@@ -44,20 +44,25 @@ def check_compatible(train: ImageSet, test: ImageSet) -> None:
 def train_classifier(
     train: ImageSet, recipe: Recipe, *, epochs: int, seed: int, device: torch.device, progress: bool, desc: str
 ) -> nn.Module:
-    """SGD with the recipe's per-step schedule over `epochs`; returns the network after the last epoch."""
+    """The recipe's optimizer and per-step schedule over `epochs`; returns the network after the last epoch
+    (with the recipe's EMA of the weights in place of the weights when it has one)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = recipe.build(in_channels=train.channels, num_classes=len(train.classes)).to(device)
-    opt = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
-    )
+    if recipe.optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                              weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     batch = min(recipe.batch_size, len(train))
     steps_per_epoch = math.ceil(len(train) / batch)
-    sched = schedule(opt, recipe, total=max(1, epochs * steps_per_epoch))
+    sched = schedule(opt, recipe, total=max(1, epochs * steps_per_epoch), steps_per_epoch=steps_per_epoch)
+    params = list(net.parameters())
+    ema = [p.detach().clone() for p in params] if recipe.ema > 0 else None
     x_all, y_all = to_model_space(train.x), torch.from_numpy(train.y)
     shuffle = torch.Generator().manual_seed(seed)
     net.train()
+    t = 0
     bar = tqdm(range(epochs), desc=desc, disable=not progress_enabled(progress), file=sys.stderr, leave=False)
     for _ in bar:
         order = torch.randperm(len(train), generator=shuffle)
@@ -71,13 +76,27 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:  # warmed-up decay (score_sde's EMA, which DPImageBench uses)
+                decay = min(recipe.ema, (1 + t) / (10 + t))
+                for e, p in zip(ema, params):
+                    e.lerp_(p.detach(), 1 - decay)
+            t += 1
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    if ema is not None:  # BatchNorm statistics stay the live network's, as in DPImageBench
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     return net
 
 
-def schedule(opt: torch.optim.Optimizer, recipe: Recipe, *, total: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine decay to 0 over `total` steps, after a linear warm-up from 0 over recipe.warmup * total steps
-    (one-cycle: a cold start at the peak lr made ResNet-9 diverge)."""
+def schedule(opt: torch.optim.Optimizer, recipe: Recipe, *, total: int,
+             steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """recipe.lr_step > 0: lr x lr_gamma every lr_step epochs. Otherwise cosine decay to 0 over `total` steps,
+    after a linear warm-up from 0 over recipe.warmup * total steps (one-cycle: a cold start at the peak lr made
+    ResNet-9 diverge)."""
+    if recipe.lr_step > 0:
+        every = recipe.lr_step * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: recipe.lr_gamma ** (step // every))
     warm = max(1, int(recipe.warmup * total)) if recipe.warmup > 0 else 0  # short runs still warm up
     if warm == 0:
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
