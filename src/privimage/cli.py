@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or not main_process  # ranks > 0: warnings and errors only, no progress, no stdout
     setup_cli(quiet=quiet, progress=not args.no_progress and main_process, debug=args.debug)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if code == 0:
+            leave_together()
+        return code
     except UserError as err:
         if args.debug:
             raise
@@ -120,6 +123,18 @@ def join_processes() -> bool:
     if not distributed.is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     return distributed.is_main()
+
+
+def leave_together() -> None:
+    """Under torchrun, wait at the end of a successful command until every process has finished it.
+
+    Rank 0 still writes files (samples, checkpoints) after the last collective; a process that exits and tears
+    down its process group meanwhile was seen to abort (SIGABRT in gloo), failing the whole torchrun job.
+    Only after success: a failed process must not wait for peers that are blocked in another collective.
+    """
+    distributed = sys.modules.get("privimage.distributed")
+    if distributed is not None and distributed.active():
+        distributed.barrier()
 
 
 def rank_prefix() -> str:
