@@ -4,7 +4,7 @@ CIFAR-10 is the sensitive data (train split; CA and FID on the held-out test spl
 public data. Rungs (configs that ship with privimage):
 
     cpu     privimage:cifar10_cpu.yaml        all four methods on 2 CPU cores at 16 px, CA and FID (from 500
-                                              samples / 1000 test images): 47 min measured, docs/results.md
+                                              samples / 1000 test images): 80 min measured, docs/results.md
     gpu     privimage:cifar10_gpu.yaml        privimage + none on one H100 / H200 (bench/gpu_check.py sizes it
                                               to one 10-minute call; measured on an H200, docs/results.md)
     paper   privimage:cifar10_baselines.yaml  the paper's scale (days of GPU time; resumable)
