@@ -66,8 +66,9 @@ def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, *, nonprivat
     extra array that pytorch-fid ignores; `privimage evaluate` and `privimage run` refuse such a file unless
     the non-private FID is allowed, and label the FID non-private.
     """
+    marker = {"nonprivate": np.bool_(True)} if nonprivate else {}  # held-out statistics: exactly pytorch-fid's keys
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, mu=mu, sigma=sigma, nonprivate=np.bool_(nonprivate))
+        np.savez(f, mu=mu, sigma=sigma, **marker)
 
 
 def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
