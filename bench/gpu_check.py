@@ -247,7 +247,7 @@ def main() -> None:
         for row in (r or {}).get("rows", []):
             say(f"dpsgd {name}: {row}")
     overrides, report["rung_plan"] = size_rung(report["dpsgd"], left(args.budget) - 45, pretrain_batch=512,
-                                               ft_batch=4096, k=4)
+                                               ft_batch=4096, k=1)  # cifar10_gpu.yaml's multiplicity
     if args.quick:
         overrides = [o for o in overrides if o.startswith("finetune.channels_last")]
     say("rung plan:", json.dumps(report["rung_plan"]))
