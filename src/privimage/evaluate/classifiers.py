@@ -98,6 +98,16 @@ class WideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(a))
 
 
+def stages(block, widths: list[int], n: int) -> list[nn.Module]:
+    """Three stages of n blocks each, widths[0] -> widths[1..3], the 2nd and 3rd halving the resolution."""
+    layers = []
+    for stage in range(3):
+        for i in range(n):
+            c_in = widths[stage] if i == 0 else widths[stage + 1]
+            layers.append(block(c_in, widths[stage + 1], 2 if (i == 0 and stage > 0) else 1))
+    return layers
+
+
 class WideResNet(nn.Module):
     """WRN-depth-widen (default WRN-28-10, ~36.5M params), one of DPImageBench's three CA classifiers."""
 
@@ -107,11 +117,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)]
-        for stage in range(3):
-            for i in range(n):
-                c_in = widths[stage] if i == 0 else widths[stage + 1]
-                layers.append(WideBlock(c_in, widths[stage + 1], stride=2 if (i == 0 and stage > 0) else 1,
-                                        dropout=dropout))
+        layers += stages(functools.partial(WideBlock, dropout=dropout), widths, n)
         layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)  # (N, 64 * widen)
         self.head = nn.Linear(widths[3], num_classes)
@@ -131,16 +137,6 @@ class Shortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.inner(x) + self.project(x))
-
-
-def stages(block, widths: list[int], n: int) -> list[nn.Module]:
-    """Three stages of n blocks each, widths[0] -> widths[1..3], the 2nd and 3rd halving the resolution."""
-    layers = []
-    for stage in range(3):
-        for i in range(n):
-            c_in = widths[stage] if i == 0 else widths[stage + 1]
-            layers.append(block(c_in, widths[stage + 1], 2 if (i == 0 and stage > 0) else 1))
-    return layers
 
 
 class CifarResNet(nn.Module):
