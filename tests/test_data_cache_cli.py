@@ -8,6 +8,7 @@ import pytest
 
 from privimage import cli
 from privimage.data import decode, load_images
+from privimage.errors import UserError
 from test_data_formats import pack, write_folder
 
 
@@ -101,3 +102,27 @@ def test_cli_convert_round_trip(tmp_path, cache_dir, capsys):
     np.testing.assert_array_equal(converted.x, original.x)
     assert converted.y.tolist() == original.y.tolist() and converted.classes == original.classes
     assert cli.main(["data", "convert", str(root), "--out", str(tmp_path / "d.png")]) == 1
+
+
+def test_converted_file_answers_only_its_recorded_split(tmp_path, cache_dir, capsys):
+    """A converted TRAINING split asked for as held-out images (fid-stats' and evaluate's default, test) is
+    refused: the statistics or CA would silently be of the (possibly sensitive) training images."""
+    root = write_folder(tmp_path / "d", {"a": 2, "b": 1})
+    train = tmp_path / "train.npz"
+    assert cli.main(["data", "convert", str(root), "--out", str(train), "--no-cache"]) == 0
+    assert load_images(train, split="train", progress=False).meta["recorded_split"] == "train"
+    with pytest.raises(UserError, match="holds the 'train' split .* not 'test'"):
+        load_images(train, split="test", progress=False)
+    capsys.readouterr()
+    assert cli.main(["fid-stats", str(train), "--out", str(tmp_path / "stats.npz"), "--device", "cpu"]) == 1
+    assert "data convert SOURCE --split test" in capsys.readouterr().err
+    assert not (tmp_path / "stats.npz").exists()
+    # the same images converted as a held-out split answer 'test'; a file recording no split answers any
+    held = tmp_path / "held.npz"
+    assert cli.main(["data", "convert", str(train), "--split", "test", "--out", str(held)]) == 1  # train only
+    with np.load(train) as f:
+        np.savez(tmp_path / "plain.npz", x=f["x"], y=f["y"])
+    assert cli.main(["data", "convert", str(tmp_path / "plain.npz"), "--split", "test", "--out", str(held)]) == 0
+    assert load_images(held, split="test", progress=False).meta["recorded_split"] == "test"
+    for split in ("train", "test", "val"):
+        assert len(load_images(tmp_path / "plain.npz", split=split, progress=False)) == 3

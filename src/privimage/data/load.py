@@ -76,7 +76,7 @@ def load_images(
 
 def _read(path: Path, *, split: str, resolution: int | None, channels: int | None, progress: bool) -> ImageSet:
     if path.is_file() and path.suffix.lower() == ".npz":
-        return read_npz(path, resolution=resolution, channels=channels)
+        return read_npz(path, split=split, resolution=resolution, channels=channels)
     if path.is_file() and is_idx(path.name):
         tree = FolderTree(path.parent, only=[p.name for p in path.parent.iterdir() if is_idx(p.name)])
         return read_idx(tree, path.name, labels_for(tree, path.name), resolution=resolution, channels=channels)

@@ -161,7 +161,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("fid-stats", help="FID statistics of a real dataset as a pytorch-fid .npz (mu, sigma)")
     p.add_argument("path", help="real dataset (any format `privimage data info` reads, or demo:digits)")
-    p.add_argument("--split", default="test", help="split (default test; an .npz file is one split, whatever its name)")
+    p.add_argument("--split", default="test",
+                   help="split (default test; an .npz holds one split: the one `data convert` recorded)")
     p.add_argument("--allow-nonprivate-fid", action="store_true",
                    help="allow --split train: statistics of the training images, marked non-private in the file")
     p.add_argument("--resolution", type=int, default=None, help="resize to R x R first (as the samples)")
