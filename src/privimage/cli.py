@@ -128,9 +128,9 @@ def join_processes() -> bool:
 def leave_together() -> None:
     """Under torchrun, wait at the end of a successful command until every process has finished it.
 
-    Rank 0 still writes files (samples, checkpoints) after the last collective; a process that exits and tears
-    down its process group meanwhile was seen to abort (SIGABRT in gloo), failing the whole torchrun job.
-    Only after success: a failed process must not wait for peers that are blocked in another collective.
+    Rank 0 still writes files (samples, checkpoints) after the last collective; the others wait, so no process
+    tears down its process group while another still works (the abort once blamed on that had another cause:
+    distributed.init). Only after success: a failed process must not wait for peers that are blocked in another collective.
     """
     distributed = sys.modules.get("privimage.distributed")
     if distributed is not None and distributed.active():

@@ -80,6 +80,12 @@ def init() -> bool:
     missing = [name for name in TORCHRUN_ENV if name not in os.environ]
     if missing:
         raise UserError(f"RANK and WORLD_SIZE are set but not {', '.join(missing)}: launch with torchrun")
+    # torch._dynamo (torch.optim imports it) imported AFTER the group exists keeps hidden references to it
+    # (torch 2.13), so destroy() could not free it: gloo's worker threads then outlived Python's finalization,
+    # and one dropping a finished collective's tensors there (needs the GIL) aborted the process: SIGABRT,
+    # "terminate called without an active exception", ~1 run in 16 under load. Imported first, it keeps none.
+    import torch._dynamo  # noqa: F401
+
     cuda = torch.cuda.is_available()
     if cuda:  # before the group: NCCL binds each process to its own GPU
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
@@ -91,6 +97,7 @@ def init() -> bool:
 
 
 def destroy() -> None:
+    """Free the process group; its worker threads end here, not during Python's finalization (see init)."""
     if active():
         dist.destroy_process_group()
 
