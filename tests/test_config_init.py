@@ -10,6 +10,7 @@ from PIL import Image
 from privimage.cli import main
 from privimage.config_doc import commented_yaml, field_comments
 from privimage.config_io import from_dict, packaged_configs
+from privimage.data import demo
 from privimage.run_config import RunConfig, load_run_config, read_config_file
 
 
@@ -107,3 +108,18 @@ def test_overrides_may_follow_flags(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert main(["config", "show", "privimage:tiny.yaml", "sample.n=7"]) == 0
     assert "  n: 7  # synthetic images per method" in capsys.readouterr().out
+
+
+def test_init_holds_out_part_of_an_npz_without_a_test_split(tmp_path, capsys):
+    """A plain .npz answers split 'test' with its own images; a converted one answers 'train' only. Neither has
+    held-out images, so init sets data.holdout (without it the run would refuse: test = training images)."""
+    train, _ = demo.load_digits_split(resolution=16)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x=train.x, y=train.y, classes=np.array(train.classes))
+    converted = tmp_path / "converted.npz"
+    assert main(["data", "convert", str(plain), "--out", str(converted)]) == 0
+    for path in (plain, converted):
+        capsys.readouterr()
+        assert main(["init", "--sensitive", str(path), "--public", str(plain)]) == 0
+        config = from_dict(RunConfig, yaml.safe_load(capsys.readouterr().out))
+        assert config.data.holdout == 0.1, path

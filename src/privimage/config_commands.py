@@ -18,6 +18,7 @@ from privimage.config_io import packaged_configs
 from privimage.data import load_images
 from privimage.errors import UserError
 from privimage.models.unet import CONFIGS
+from privimage.preflight import mostly_within
 from privimage.run_config import DataConfig, load_run_config
 
 DEFAULT_BASE = "privimage:demo.yaml"  # CPU-sized; privimage:cifar10.yaml holds the paper's (GPU) settings
@@ -46,8 +47,10 @@ def probe_sensitive(path: str) -> tuple[list[str], int, int, bool, list[str]]:
         notes.append(f"images have mixed sizes; all are resized to {FALLBACK_RESOLUTION}px")
     resolution = resolution or FALLBACK_RESOLUTION
     try:  # read at the run's size and channels, so the run finds it in the cache
-        load_images(path, split="test", resolution=resolution, channels=images.channels)
-        has_test = True
+        test = load_images(path, split="test", resolution=resolution, channels=images.channels)
+        train = images if images.resolution == resolution else \
+            load_images(path, split="train", resolution=resolution, channels=images.channels)
+        has_test = not mostly_within(test, train)  # an .npz recording no split answers 'test' with its images
     except UserError:
         has_test = False
     return list(images.classes), resolution, images.channels, has_test, notes
