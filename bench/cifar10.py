@@ -27,6 +27,7 @@ cifar10-jpg.tar.xz and tinyimagenet32-jpg.tar.xz; decoded arrays are cached unde
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -156,6 +157,9 @@ def main() -> None:
         sys.exit(f"bench: {err}")
     out = Path(args.out)
     start = time.time()
+    # SIGTERM (kill, a job scheduler's time limit) stops the running `privimage run` too, through subprocess.run's
+    # clean-up, instead of leaving it orphaned; the rerun resumes it like any killed run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated; rerun the same command to resume"))
     for method in methods:
         run_method(config, method, overrides, out, args.device, progress=not args.no_progress)
     done = [m for m in METHODS if (out / m / "metrics.json").is_file()]  # this call's and earlier calls' methods
