@@ -130,7 +130,8 @@ def leave_together() -> None:
 
     Rank 0 still writes files (samples, checkpoints) after the last collective; the others wait, so no process
     tears down its process group while another still works (the abort once blamed on that had another cause:
-    distributed.init). Only after success: a failed process must not wait for peers that are blocked in another collective.
+    distributed.init). Only after success: a failed process must not wait for peers blocked in another
+    collective.
     """
     distributed = sys.modules.get("privimage.distributed")
     if distributed is not None and distributed.active():
